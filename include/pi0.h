@@ -1,0 +1,150 @@
+/*
+ * pi0.h — public C API of the Pi0 (openpi `pi0`, pi05=False) inference engine.
+ *
+ * Two handles, as in llama.h / whisper.h:
+ *   pi0_model   : configuration + read-only weights (one per checkpoint).
+ *   pi0_session : per-caller buffers and KV cache (one per concurrent caller).
+ *
+ * Thread-safety: a pi0_model is immutable after loading and may be shared by any
+ * number of sessions on any threads. A pi0_session must be used by one thread at a
+ * time. pi0_last_error() is thread-local. pi0_set_log() is global: set it before
+ * creating models.
+ *
+ * Every call returns a pi0_status; on failure pi0_last_error() says what was wrong
+ * (which tensor, which shape, which input). The library never exits and never prints
+ * except through the log callback.
+ */
+#ifndef PI0_H
+#define PI0_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PI0_NUM_CAMERAS 3
+#define PI0_IMAGE_SIZE 224
+
+typedef enum {
+    PI0_OK = 0,
+    PI0_ERR_INVALID_ARG,  /* bad argument or observation (shape, NaN, mask) */
+    PI0_ERR_IO,           /* open/read/write/mmap failed */
+    PI0_ERR_FORMAT,       /* malformed file (header, offsets, JSON) */
+    PI0_ERR_TENSOR,       /* missing tensor, wrong dtype or shape */
+    PI0_ERR_OOM,          /* allocation failed */
+    PI0_ERR_CANCELLED,    /* progress callback asked to stop */
+    PI0_ERR_BACKEND,      /* CUDA / cuBLAS failure */
+    PI0_ERR_UNSUPPORTED   /* backend not compiled in, or feature not available */
+} pi0_status;
+
+/* Name of a status code ("PI0_ERR_TENSOR", ...). */
+const char *pi0_status_name(pi0_status s);
+/* Message of the last failure on this thread ("" when none). */
+const char *pi0_last_error(void);
+
+typedef enum { PI0_LOG_DEBUG = 0, PI0_LOG_INFO, PI0_LOG_WARN, PI0_LOG_ERROR } pi0_log_level;
+typedef void (*pi0_log_fn)(pi0_log_level level, const char *msg, void *user);
+/* Route library messages (NULL: drop them; the default). */
+void pi0_set_log(pi0_log_fn fn, void *user);
+
+/* Progress of a long operation in [0,1]; return non-zero to cancel it. */
+typedef int (*pi0_progress_fn)(float fraction, void *user);
+
+typedef enum {
+    PI0_BACKEND_AUTO = 0, /* CUDA when compiled in and a GPU is present, else CPU */
+    PI0_BACKEND_CPU,
+    PI0_BACKEND_CUDA
+} pi0_backend;
+
+/* Model hyper-parameters (read from the checkpoint, SPEC §1). */
+typedef struct {
+    /* SigLIP */
+    int image_size, patch_size;            /* 224, 14 */
+    int vit_width, vit_depth, vit_mlp, vit_heads;    /* 1152, 27, 4304, 16 */
+    /* Gemma 2B (prefix / VLM) */
+    int llm_width, llm_depth, llm_mlp;     /* 2048, 18, 16384 */
+    /* Gemma 300M (action expert); depth = llm_depth */
+    int exp_width, exp_mlp;                /* 1024, 4096 */
+    int num_heads, num_kv_heads, head_dim; /* 8, 1, 256 (shared by both experts) */
+    int vocab_size;                        /* 257152 */
+    int action_dim;                        /* 32 */
+    int max_token_len;                     /* 48 */
+    int action_horizon;                    /* default horizon (50) */
+    int num_steps;                         /* default denoising steps (10) */
+} pi0_config;
+
+/* Built-in configs: "full" (openpi Pi0Config) and "tiny" (same structure, small). */
+pi0_status pi0_config_by_name(const char *name, pi0_config *out);
+
+typedef struct {
+    pi0_backend backend;
+    int n_threads;               /* CPU threads; 0 = all cores */
+    int device;                  /* CUDA device ordinal */
+    pi0_progress_fn progress;    /* may be NULL */
+    void *progress_user;
+} pi0_model_params;
+pi0_model_params pi0_model_default_params(void);
+
+typedef struct pi0_model pi0_model;
+typedef struct pi0_session pi0_session;
+
+/* Load an openpi PyTorch checkpoint (model.safetensors, bf16 or f32 tensors). */
+pi0_status pi0_model_load(const char *path, const pi0_model_params *params, pi0_model **out);
+/* Random weights of the exact checkpoint layout, deterministic per seed (same values
+ * as `pi0 mkweights`). With the CUDA backend they are generated on the GPU. */
+pi0_status pi0_model_random(const pi0_config *cfg, uint64_t seed, const pi0_model_params *params,
+                            pi0_model **out);
+void pi0_model_free(pi0_model *model);
+const pi0_config *pi0_model_config(const pi0_model *model);
+pi0_backend pi0_model_backend(const pi0_model *model);
+
+typedef struct {
+    int action_horizon;  /* 0 = config default */
+    int num_steps;       /* 0 = config default */
+    int max_token_len;   /* longest prompt accepted; 0 = config default */
+    int profile_stages;  /* 1: pi0_infer runs stage by stage and fills every pi0_timing field
+                            (CUDA: events between stages instead of one graph replay) */
+} pi0_session_params;
+pi0_session_params pi0_session_default_params(void);
+
+pi0_status pi0_session_create(pi0_model *model, const pi0_session_params *params, pi0_session **out);
+void pi0_session_free(pi0_session *s);
+
+/* One observation at the model boundary (SPEC §10.2), batch 1. */
+typedef struct {
+    const float *images[PI0_NUM_CAMERAS]; /* (224,224,3) HWC float in [-1,1]; may be NULL if masked */
+    int image_mask[PI0_NUM_CAMERAS];      /* 0 = camera absent */
+    const int32_t *tokens;                /* (n_tokens,) token ids */
+    const uint8_t *token_mask;            /* (n_tokens,) 1 = real token */
+    int n_tokens;
+    const float *state;                   /* (action_dim,) normalized, zero-padded */
+    const float *noise;                   /* (horizon, action_dim) or NULL: drawn from noise_seed */
+    uint64_t noise_seed;
+} pi0_observation;
+
+typedef struct {
+    double total_ms, vit_ms, prefill_ms, diffusion_ms; /* stage times of the last run */
+} pi0_timing;
+
+/* Full sample_actions: actions_out is (horizon, action_dim) normalized actions. */
+pi0_status pi0_infer(pi0_session *s, const pi0_observation *obs, float *actions_out, pi0_timing *timing);
+
+/* ---- stage entry points (tests, timing) ---- */
+/* ViT + projector on one camera image: out (num_patches, llm_width). */
+pi0_status pi0_stage_vit(pi0_session *s, const float *image, float *out);
+/* Prefill: builds the compacted prefix and its KV cache. Returns the valid prefix length. */
+pi0_status pi0_stage_prefill(pi0_session *s, const pi0_observation *obs, int *prefix_len);
+/* Post-RoPE K and V of one layer after prefill: each (prefix_len, num_kv_heads*head_dim). */
+pi0_status pi0_stage_kv(pi0_session *s, int layer, float *k_out, float *v_out);
+/* One velocity evaluation after prefill: x (horizon, action_dim) at time t -> v. */
+pi0_status pi0_stage_velocity(pi0_session *s, const float *state, const float *x, float t, float *v_out);
+
+/* Fill out with N(0,1) noise, deterministic per seed (used when obs->noise is NULL). */
+void pi0_gaussian_noise(uint64_t seed, float *out, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PI0_H */

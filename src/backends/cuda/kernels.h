@@ -1,0 +1,99 @@
+/*
+ * CUDA kernels of the Pi0 CUDA backend, with a CPU reference twin for each one
+ * (used by tests/cuda/test_kernels.cu). Launchers are asynchronous on `stream`
+ * and return cudaSuccess or the launch error (cudaGetLastError after the launch).
+ *
+ * bf16 data is passed as uint16_t* (raw bits) so the header is plain C.
+ * Matrices are row-major.
+ */
+#ifndef PI0_CUDA_KERNELS_H
+#define PI0_CUDA_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* data types of raw buffers */
+enum { CUK_F32 = 0, CUK_BF16 = 1 };
+
+/* LayerNorm over rows of width w: y = (x-mu)/sqrt(var+eps)*g + b; x,y bf16; g,b f32. */
+cudaError_t cuk_layernorm(cudaStream_t st, const uint16_t *x, const float *g, const float *b, uint16_t *y,
+                          int rows, int w, float eps);
+void cuk_layernorm_ref(const uint16_t *x, const float *g, const float *b, uint16_t *y, int rows, int w, float eps);
+
+/* Gemma RMSNorm: y = x * rsqrt(mean(x^2)+eps) * (1+w). x bf16, w f32, y bf16 (ydt CUK_BF16) or f32. */
+cudaError_t cuk_rmsnorm(cudaStream_t st, const uint16_t *x, const float *w, void *y, int ydt, int rows,
+                        int width, float eps);
+void cuk_rmsnorm_ref(const uint16_t *x, const float *w, void *y, int ydt, int rows, int width, float eps);
+
+/*
+ * RoPE + scatter of a fused QKV row block (num_kv_heads == 1):
+ * qkv (T, (nh+2)*hd) bf16. For token t at position pos0+t:
+ *   q head n -> qr[(t*nh+n)*hd ...] rotated (skipped when qr == NULL),
+ *   k -> kc[(pos0+t)*hd ...] rotated, v -> vc[(pos0+t)*hd ...] copied.
+ * cs, sn: (max_pos, hd/2) f32 cos/sin tables. Split-halves pairing (i, i+hd/2).
+ */
+cudaError_t cuk_rope_qkv(cudaStream_t st, const uint16_t *qkv, const float *cs, const float *sn, int pos0, int T,
+                         int nh, int hd, uint16_t *qr, uint16_t *kc, uint16_t *vc);
+void cuk_rope_qkv_ref(const uint16_t *qkv, const float *cs, const float *sn, int pos0, int T, int nh, int hd,
+                      uint16_t *qr, uint16_t *kc, uint16_t *vc);
+
+/* Row softmax: p[r, 0..n) = softmax(l[r, 0..n)) (f32 logits, ld_l) -> bf16 (ld_p). */
+cudaError_t cuk_softmax(cudaStream_t st, const float *l, int ld_l, uint16_t *p, int ld_p, int rows, int n);
+void cuk_softmax_ref(const float *l, int ld_l, uint16_t *p, int ld_p, int rows, int n);
+
+/* GeGLU: in (T, 2F) bf16 = [gate | up]; out (T, F) bf16 = gelu_tanh(gate) * up. */
+cudaError_t cuk_geglu(cudaStream_t st, const uint16_t *in, uint16_t *out, int T, int F);
+void cuk_geglu_ref(const uint16_t *in, uint16_t *out, int T, int F);
+
+/*
+ * im2col for the SigLIP patch embedding: img (ncam, S, S, 3) f32 HWC ->
+ * out (ncam*g*g, ldo) bf16 with column c*p*p + kh*p + kw (OIHW order); columns
+ * [3*p*p, ldo) are zeroed.
+ */
+cudaError_t cuk_im2col(cudaStream_t st, const float *img, uint16_t *out, int ncam, int S, int p, int ldo);
+void cuk_im2col_ref(const float *img, uint16_t *out, int ncam, int S, int p, int ldo);
+
+/* out (rows, w) bf16 = in (rows, w) f32 + pos[(r % np), :] */
+cudaError_t cuk_add_pos(cudaStream_t st, const float *in, const float *pos, uint16_t *out, int rows, int np, int w);
+void cuk_add_pos_ref(const float *in, const float *pos, uint16_t *out, int rows, int np, int w);
+
+/* Token embedding: out[i, :] = bf16(table[tok[i], :] * scale). */
+cudaError_t cuk_embed(cudaStream_t st, const int32_t *tok, const uint16_t *table, uint16_t *out, int n, int d,
+                      float scale);
+void cuk_embed_ref(const int32_t *tok, const uint16_t *table, uint16_t *out, int n, int d, float scale);
+
+/*
+ * Small f32 matmul (one thread per output; for the pi0 heads and init-time folds):
+ * C[m, n] = act( sum_k A[m*sam + k*sak] * B[k*sbk + n*sbn] + bias[n] + add[n] )
+ * bias/add may be NULL; act 0 = none, 1 = silu; C is f32 (cdt CUK_F32) or bf16, ld ldc.
+ */
+cudaError_t cuk_small_mm(cudaStream_t st, int M, int N, int K, const float *A, long long sam, long long sak,
+                         const float *B, long long sbk, long long sbn, const float *bias, const float *add, int act,
+                         void *C, int cdt, int ldc);
+void cuk_small_mm_ref(int M, int N, int K, const float *A, long long sam, long long sak, const float *B,
+                      long long sbk, long long sbn, const float *bias, const float *add, int act, void *C, int cdt,
+                      int ldc);
+
+/* x[i] += dt * v[i] (f32). */
+cudaError_t cuk_euler(cudaStream_t st, float *x, const float *v, float dt, int n);
+
+/*
+ * Element conversion into a pitched destination: element i0+j (j < n) of a
+ * (rows, cols) tensor goes to dst[(i/cols)*ld + i%cols]. src holds elements i0..i0+n-1.
+ */
+cudaError_t cuk_convert(cudaStream_t st, const void *src, int sdt, void *dst, int ddt, long long i0, long long n,
+                        long long cols, long long ld);
+
+/* Random weights: element i of a (rows, cols) tensor = pi0_random_value(seed, i, mean, std), pitched as above. */
+cudaError_t cuk_random(cudaStream_t st, void *dst, int ddt, long long n, long long cols, long long ld,
+                       uint64_t tensor_seed, float mean, float std);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,194 @@
+/*
+ * `pi0 bench`: latency of sample_actions, laid out as the reference benchmark's two tables:
+ * E2E (median / p10 / p90 / min over runs, Hz) and per stage (ViT, LLM prefill, Diffusion,
+ * per step) with achieved TFLOP/s and weight GB/s. Without -m it uses built-in random
+ * weights (made on the GPU when the CUDA backend is used).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+typedef struct {
+    double vit_gflop, prefill_gflop, step_gflop;
+    double vit_gb, prefill_gb, step_gb; /* weight bytes read (bf16) */
+} bench_floor;
+
+/* Matmul FLOPs (SPEC §13.2) and bf16 weight bytes for one configuration. */
+static bench_floor floors(const pi0_config *c, int cams, int P, int H) {
+    bench_floor f;
+    const double N = (double)(c->image_size / c->patch_size) * (c->image_size / c->patch_size);
+    const double W = c->vit_width, M = c->vit_mlp, D = c->llm_width, F = c->llm_mlp, De = c->exp_width, Fe = c->exp_mlp;
+    const double q = (double)c->num_heads * c->head_dim, kv = (double)c->num_kv_heads * c->head_dim;
+    double vit_block = N * (4 * W * W + 2 * W * M) + 2 * N * N * W;
+    double per_img = N * 3 * c->patch_size * c->patch_size * W + c->vit_depth * vit_block + N * W * D;
+    f.vit_gflop = 2 * cams * per_img / 1e9;
+    double llm_layer = P * (D * q + 2 * D * kv + q * D + 3 * D * F) + 2.0 * c->num_heads * P * P * c->head_dim;
+    f.prefill_gflop = 2 * c->llm_depth * llm_layer / 1e9;
+    double T = 1 + H, S = P + T;
+    double exp_layer = T * (De * q + 2 * De * kv + q * De + 3 * De * Fe) + 2.0 * c->num_heads * T * S * c->head_dim;
+    f.step_gflop = 2 * (c->llm_depth * exp_layer + H * (c->action_dim * De + 2 * De * De + De * De + De * c->action_dim)) / 1e9;
+    f.vit_gb = 2 * (c->vit_depth * (4 * W * W + 2 * W * M) + W * D) / 1e9;
+    f.prefill_gb = 2 * c->llm_depth * (D * q + 2 * D * kv + q * D + 3 * D * F) / 1e9;
+    f.step_gb = 2 * c->llm_depth * (De * q + 2 * De * kv + q * De + 3 * De * Fe) / 1e9;
+    return f;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(const double *sorted, int n, double p) {
+    int i = (int)(p * (n - 1) + 0.5);
+    return sorted[i < 0 ? 0 : i >= n ? n - 1 : i];
+}
+
+static int usage(void) {
+    fprintf(stderr, "usage: pi0 bench [-m MODEL] [--config full|tiny] [--backend auto|cpu|cuda] [--horizon H] [--steps N]\n"
+                    "                 [--cameras 1-3] [--prompt-len L] [--max-len 48] [--runs N] [--warmup N]\n"
+                    "                 [--stage-runs N] [--seed N] [--threads N] [--reference] [--json]\n");
+    return 2;
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *model = NULL, *config = "full";
+    pi0_model_params mp = pi0_model_default_params();
+    int horizon = 50, steps = 10, cams = 3, prompt_len = 20, max_len = 48, runs = -1, warmup = -1, stage_runs = -1;
+    int json = 0, reference = 0;
+    uint64_t seed = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        int has = i + 1 < argc;
+        if (!strcmp(a, "-m") && has) model = argv[++i];
+        else if (!strcmp(a, "--config") && has) config = argv[++i];
+        else if (!strcmp(a, "--horizon") && has) horizon = atoi(argv[++i]);
+        else if (!strcmp(a, "--steps") && has) steps = atoi(argv[++i]);
+        else if (!strcmp(a, "--cameras") && has) cams = atoi(argv[++i]);
+        else if (!strcmp(a, "--prompt-len") && has) prompt_len = atoi(argv[++i]);
+        else if (!strcmp(a, "--max-len") && has) max_len = atoi(argv[++i]);
+        else if (!strcmp(a, "--runs") && has) runs = atoi(argv[++i]);
+        else if (!strcmp(a, "--warmup") && has) warmup = atoi(argv[++i]);
+        else if (!strcmp(a, "--stage-runs") && has) stage_runs = atoi(argv[++i]);
+        else if (!strcmp(a, "--seed") && has) seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--threads") && has) mp.n_threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--reference")) reference = 1;
+        else if (!strcmp(a, "--backend") && has) {
+            if (cli_parse_backend(argv[++i], &mp.backend)) return usage();
+        } else return usage();
+    }
+    if (reference) { /* the reference benchmark: horizon 10, third camera masked, 20-token prompt */
+        horizon = 10;
+        cams = 2;
+        prompt_len = 20;
+    }
+    if (cams < 1 || cams > 3 || horizon < 1 || steps < 1 || prompt_len < 0 || prompt_len > max_len) return usage();
+    mp.progress = cli_progress;
+    mp.progress_user = model ? "load" : "random weights";
+    pi0_model *m;
+    pi0_status st;
+    if (model) {
+        st = pi0_model_load(model, &mp, &m);
+    } else {
+        pi0_config cfg;
+        st = pi0_config_by_name(config, &cfg);
+        if (st == PI0_OK) st = pi0_model_random(&cfg, seed, &mp, &m);
+    }
+    if (st != PI0_OK) return cli_error("bench", st);
+    const pi0_config *c = pi0_model_config(m);
+    const int gpu = pi0_model_backend(m) == PI0_BACKEND_CUDA;
+    if (runs < 0) runs = gpu ? 200 : 3;
+    if (warmup < 0) warmup = gpu ? 20 : 1;
+    if (stage_runs < 0) stage_runs = gpu ? 50 : 1;
+    if (runs < 1) runs = 1;
+    if (stage_runs < 1) stage_runs = 1;
+
+    cli_obs o;
+    if (cli_obs_random(c, seed, cams, prompt_len, max_len, &o)) {
+        pi0_model_free(m);
+        return cli_error("bench", PI0_ERR_OOM);
+    }
+    pi0_session_params sp = pi0_session_default_params();
+    sp.action_horizon = horizon;
+    sp.num_steps = steps;
+    sp.max_token_len = max_len;
+    pi0_session *s = NULL, *sprof = NULL;
+    float *actions = malloc((size_t)horizon * c->action_dim * sizeof(float));
+    double *e2e = malloc((size_t)runs * sizeof(double)), *sv = malloc((size_t)stage_runs * 4 * sizeof(double));
+    st = actions && e2e && sv ? pi0_session_create(m, &sp, &s) : PI0_ERR_OOM;
+    pi0_timing t;
+    for (int i = 0; st == PI0_OK && i < warmup; i++) st = pi0_infer(s, &o.obs, actions, &t);
+    for (int i = 0; st == PI0_OK && i < runs; i++) {
+        st = pi0_infer(s, &o.obs, actions, &t);
+        e2e[i] = t.total_ms;
+    }
+    sp.profile_stages = 1;
+    if (st == PI0_OK) st = pi0_session_create(m, &sp, &sprof);
+    for (int i = 0; st == PI0_OK && i < stage_runs + (gpu ? 3 : 0); i++) {
+        st = pi0_infer(sprof, &o.obs, actions, &t);
+        int j = i - (gpu ? 3 : 0); /* GPU: first runs are warm-up */
+        if (j >= 0) {
+            sv[j] = t.vit_ms;
+            sv[stage_runs + j] = t.prefill_ms;
+            sv[2 * stage_runs + j] = t.diffusion_ms;
+            sv[3 * stage_runs + j] = t.total_ms;
+        }
+    }
+    int rc = 0;
+    if (st != PI0_OK) {
+        rc = cli_error("bench", st);
+    } else {
+        qsort(e2e, (size_t)runs, sizeof(double), cmp_double);
+        for (int k = 0; k < 4; k++) qsort(sv + k * stage_runs, (size_t)stage_runs, sizeof(double), cmp_double);
+        int P = cams * (c->image_size / c->patch_size) * (c->image_size / c->patch_size) + prompt_len;
+        bench_floor f = floors(c, cams, P, horizon);
+        double med = pct(e2e, runs, 0.5), vit = pct(sv, stage_runs, 0.5), pre = pct(sv + stage_runs, stage_runs, 0.5),
+               dif = pct(sv + 2 * stage_runs, stage_runs, 0.5);
+        const char *be = gpu ? "cuda" : "cpu";
+        if (json) {
+            printf("{\"backend\":\"%s\",\"config\":\"%s\",\"horizon\":%d,\"steps\":%d,\"cameras\":%d,\"prompt_len\":%d,"
+                   "\"max_len\":%d,\"prefix_len\":%d,\"runs\":%d,\"e2e_ms\":{\"median\":%.4f,\"p10\":%.4f,\"p90\":%.4f,"
+                   "\"min\":%.4f},\"hz\":%.2f,\"stages_ms\":{\"vit\":%.4f,\"prefill\":%.4f,\"diffusion\":%.4f,"
+                   "\"per_step\":%.4f}}\n",
+                   be, model ? model : config, horizon, steps, cams, prompt_len, max_len, P, runs, med, pct(e2e, runs, 0.1),
+                   pct(e2e, runs, 0.9), e2e[0], 1000.0 / med, vit, pre, dif, dif / steps);
+        } else {
+            printf("pi0 bench: backend %s, weights %s, batch 1, %d camera(s), horizon %d, %d steps, %d/%d prompt tokens "
+                   "(prefix %d tokens)\n\n",
+                   be, model ? model : (gpu ? "random (made on the GPU)" : "random"), cams, horizon, steps, prompt_len,
+                   max_len, P);
+            printf("E2E latency (%d runs after %d warm-up)\n", runs, warmup);
+            printf("| %-8s | %10s | %10s | %10s | %10s | %8s |\n", "backend", "median ms", "p10 ms", "p90 ms", "min ms", "Hz");
+            printf("|----------|------------|------------|------------|------------|----------|\n");
+            printf("| %-8s | %10.3f | %10.3f | %10.3f | %10.3f | %8.1f |\n\n", be, med, pct(e2e, runs, 0.1),
+                   pct(e2e, runs, 0.9), e2e[0], 1000.0 / med);
+            printf("Per stage (median of %d profiled runs)\n", stage_runs);
+            printf("| %-22s | %10s | %9s | %9s | %8s | %8s |\n", "stage", "ms", "GFLOP", "TFLOP/s", "GB", "GB/s");
+            printf("|------------------------|------------|-----------|-----------|----------|----------|\n");
+            struct {
+                const char *name;
+                double ms, gflop, gb;
+            } rows[4] = {{"ViT", vit, f.vit_gflop, f.vit_gb * (cams ? 1 : 0)},
+                         {"LLM prefill", pre, f.prefill_gflop, f.prefill_gb},
+                         {"Diffusion", dif, f.step_gflop * steps, f.step_gb * steps},
+                         {"per step", dif / steps, f.step_gflop, f.step_gb}};
+            char label[32];
+            for (int r = 0; r < 4; r++) {
+                snprintf(label, sizeof label, r == 2 ? "%s (%d steps)" : "%s", rows[r].name, steps);
+                printf("| %-22s | %10.3f | %9.1f | %9.2f | %8.3f | %8.1f |\n", label, rows[r].ms, rows[r].gflop,
+                       rows[r].gflop / rows[r].ms / 1e3, rows[r].gb, rows[r].gb / rows[r].ms * 1e3);
+            }
+        }
+    }
+    free(actions);
+    free(e2e);
+    free(sv);
+    cli_obs_free(&o);
+    pi0_session_free(s);
+    pi0_session_free(sprof);
+    pi0_model_free(m);
+    return rc;
+}
