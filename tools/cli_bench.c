@@ -100,8 +100,8 @@ int cmd_bench(int argc, char **argv) {
     if (st != PI0_OK) return cli_error("bench", st);
     const pi0_config *c = pi0_model_config(m);
     const int gpu = pi0_model_backend(m) == PI0_BACKEND_CUDA;
-    if (runs < 0) runs = gpu ? 200 : 3;
-    if (warmup < 0) warmup = gpu ? 20 : 1;
+    if (runs < 0) runs = gpu ? 200 : 2;
+    if (warmup < 0) warmup = gpu ? 20 : 0;
     if (stage_runs < 0) stage_runs = gpu ? 50 : 1;
     if (runs < 1) runs = 1;
     if (stage_runs < 1) stage_runs = 1;

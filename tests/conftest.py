@@ -1,0 +1,37 @@
+"""Shared pytest fixtures: the C CLI and a fresh seed per run (printed, so a failure can be replayed)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--seed", type=int, default=None, help="base seed (default: fresh per run)")
+
+
+@pytest.fixture(scope="session")
+def base_seed(request):
+    seed = request.config.getoption("--seed")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    print(f"\n[pi0 tests] base seed = {seed} (replay with --seed {seed})")
+    return seed
+
+
+@pytest.fixture(scope="session")
+def cli():
+    path = os.environ.get("PI0_CLI") or os.path.join(ROOT, "build", "pi0")
+    if not os.path.exists(path):
+        pytest.skip(f"pi0 CLI not built at {path} (set PI0_CLI)")
+    return path
+
+
+def run_cli(cli, *args, check=True):
+    r = subprocess.run([cli, *map(str, args)], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"pi0 {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stderr}")
+    return r
