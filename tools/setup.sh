@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs what building and testing pi0 needs (Debian packages + numpy/pytest), idempotent.
+# Installs what building and testing pi0 needs, idempotent. Each component lists its
+# Debian packages in tools/deps/*.apt and its PyPI packages in tools/deps/*.pip.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 need=""
-for p in cmake gcc make pkg-config libcjson-dev libopenblas-dev python3 python3-pip; do
+for p in $(cat tools/deps/*.apt | sed 's/#.*//'); do
   dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
 done
 if [ -n "$need" ]; then
@@ -12,10 +14,7 @@ if [ -n "$need" ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq $need
 fi
-if ! python3 -c "import numpy, pytest" 2>/dev/null; then
-  python3 -m pip install -q numpy pytest 2>/dev/null || python3 -m pip install -q --break-system-packages numpy pytest
-fi
-# nvcc is optional: the CUDA backend is built when it is found.
-if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
-  echo "note: nvcc found at /usr/local/cuda/bin; add it to PATH to build the CUDA backend"
+pips=$(cat tools/deps/*.pip | sed 's/#.*//' | xargs)
+if [ -n "$pips" ]; then
+  python3 -m pip install -q $pips 2>/dev/null || python3 -m pip install -q --break-system-packages $pips
 fi
