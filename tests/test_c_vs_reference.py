@@ -15,13 +15,13 @@ from conftest import run_cli
 
 TOL = 1e-4
 
-CASES = [  # (cameras, valid tokens, horizon, padded prompt)
-    ((1, 0, 0), 20, 50, True),
-    ((1, 1, 0), 20, 50, True),
-    ((1, 1, 1), 48, 10, True),
-    ((0, 1, 1), 7, 10, False),
-    ((1, 0, 1), 1, 50, False),
-    ((1, 1, 1), 0, 10, True),
+CASES = [  # (cameras, valid tokens, horizon, padded prompt, checkpoint dtype)
+    ((1, 0, 0), 20, 50, True, "bf16"),
+    ((1, 1, 0), 20, 50, True, "bf16"),
+    ((1, 1, 1), 48, 10, True, "bf16"),
+    ((0, 1, 1), 7, 10, False, "bf16"),
+    ((1, 0, 1), 1, 50, False, "f32"),
+    ((1, 1, 1), 0, 10, True, "f32"),
 ]
 
 
@@ -33,11 +33,11 @@ def rel_l2(a, b):
 
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_stages_and_actions_match_reference(cli, base_seed, tmp_path, case):
-    cams, n_tok, horizon, pad = CASES[case]
+    cams, n_tok, horizon, pad, dtype = CASES[case]
     seed = base_seed + 1000 * case
     model = tmp_path / "tiny.safetensors"
     obs = tmp_path / "obs.safetensors"
-    run_cli(cli, "mkweights", "--config", "tiny", "--seed", seed, "-o", model)
+    run_cli(cli, "mkweights", "--config", "tiny", "--seed", seed, "--dtype", dtype, "-o", model)
     weights, meta = st.load(str(model))
     cfg = pi0_ref.load_config(meta)
     o = make_obs.make_obs(str(obs), seed + 1, cfg, cams, n_tok, 48, horizon, pad)
