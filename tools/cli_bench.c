@@ -179,7 +179,7 @@ int cmd_bench(int argc, char **argv) {
             for (int r = 0; r < 4; r++) {
                 snprintf(label, sizeof label, r == 2 ? "%s (%d steps)" : "%s", rows[r].name, steps);
                 printf("| %-22s | %10.3f | %9.1f | %9.3f | %8.3f | %8.1f |\n", label, rows[r].ms, rows[r].gflop,
-                       rows[r].gflop / rows[r].ms / 1e3, rows[r].gb, rows[r].gb / rows[r].ms * 1e3);
+                       rows[r].gflop / rows[r].ms /* GFLOP per ms = TFLOP/s */, rows[r].gb, rows[r].gb / rows[r].ms * 1e3);
             }
         }
     }
