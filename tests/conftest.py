@@ -1,6 +1,5 @@
 """Shared pytest fixtures: the C CLI and a fresh seed per run (printed, so a failure can be replayed)."""
 import os
-import subprocess
 import sys
 
 import pytest
@@ -28,10 +27,3 @@ def cli():
     if not os.path.exists(path):
         pytest.skip(f"pi0 CLI not built at {path} (set PI0_CLI)")
     return path
-
-
-def run_cli(cli, *args, check=True):
-    r = subprocess.run([cli, *map(str, args)], capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(f"pi0 {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stderr}")
-    return r

@@ -5,7 +5,7 @@ import pytest
 import make_obs
 import pi0_ref
 import safetensors_np as st
-from conftest import run_cli
+from pi0_testutil import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -50,8 +50,10 @@ static pi0_model *model_new(const pi0_model_params *p) {
 }
 
 #ifdef PI0_HAVE_CUDA
-/* Bring up the CUDA backend on m; on failure under AUTO, say why and fall back. */
-static pi0_status try_cuda(pi0_model *m, const pi0_model_params *p, int random, uint64_t seed) {
+/* Bring up the CUDA backend on m. Under AUTO a failure is logged and *fallback set, so the
+ * caller continues on the CPU; with an explicit CUDA backend it is returned. */
+static pi0_status try_cuda(pi0_model *m, const pi0_model_params *p, int random, uint64_t seed, int *fallback) {
+    *fallback = 0;
     m->ops = &pi0_cuda_backend;
     pi0_status st = random ? m->ops->model_init_random(m, seed) : m->ops->model_init(m);
     if (st == PI0_OK) return PI0_OK;
@@ -60,7 +62,9 @@ static pi0_status try_cuda(pi0_model *m, const pi0_model_params *p, int random, 
     m->backend = NULL;
     if (p->backend == PI0_BACKEND_CUDA) return st;
     pi0_log(PI0_LOG_INFO, "CUDA backend unavailable (%s); using the CPU backend", pi0_last_error());
-    return PI0_ERR_UNSUPPORTED;
+    pi0_clear_error();
+    *fallback = 1;
+    return PI0_OK;
 }
 #endif
 
@@ -88,13 +92,13 @@ pi0_status pi0_model_load(const char *path, const pi0_model_params *params, pi0_
     pi0_model *m = model_new(&p);
     if (!m) return pi0_fail(PI0_ERR_OOM, "out of memory");
     pi0_status st = pi0_load_checkpoint(m, path, p.progress, p.progress_user);
+    int cpu = p.backend == PI0_BACKEND_CPU;
 #ifdef PI0_HAVE_CUDA
-    if (st == PI0_OK && p.backend != PI0_BACKEND_CPU) {
-        st = try_cuda(m, &p, 0, 0);
-        if (st == PI0_ERR_UNSUPPORTED) st = finish_cpu(m);
-    } else
+    if (st == PI0_OK && !cpu) st = try_cuda(m, &p, 0, 0, &cpu);
+#else
+    cpu = 1;
 #endif
-    if (st == PI0_OK) st = finish_cpu(m);
+    if (st == PI0_OK && cpu) st = finish_cpu(m);
     if (st != PI0_OK) {
         pi0_model_free(m);
         return st;
@@ -112,15 +116,18 @@ pi0_status pi0_model_random(const pi0_config *cfg, uint64_t seed, const pi0_mode
     pi0_model *m = model_new(&p);
     if (!m) return pi0_fail(PI0_ERR_OOM, "out of memory");
     m->cfg = *cfg;
-    pi0_status st = PI0_ERR_UNSUPPORTED;
+    pi0_status st = PI0_OK;
+    int cpu = p.backend == PI0_BACKEND_CPU;
 #ifdef PI0_HAVE_CUDA
-    if (p.backend != PI0_BACKEND_CPU) {
+    if (!cpu) {
         st = pi0_bind_shapes(m);
-        if (st == PI0_OK) st = try_cuda(m, &p, 1, seed);
-        if (st == PI0_ERR_UNSUPPORTED) pi0_weights_free(&m->w);
+        if (st == PI0_OK) st = try_cuda(m, &p, 1, seed, &cpu);
+        if (st == PI0_OK && cpu) pi0_weights_free(&m->w);
     }
+#else
+    cpu = 1;
 #endif
-    if (st == PI0_ERR_UNSUPPORTED) {
+    if (st == PI0_OK && cpu) {
         st = pi0_make_random_host(m, seed, p.progress, p.progress_user);
         if (st == PI0_OK) st = finish_cpu(m);
     }

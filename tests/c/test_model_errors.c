@@ -262,10 +262,16 @@ static void test_observations(void) {
     CHECK_ERR(pi0_stage_kv(fresh, 0, actions, actions), PI0_ERR_INVALID_ARG, "run the prefill first");
     CHECK_ERR(pi0_stage_velocity(fresh, state, noise, 1.0f, actions), PI0_ERR_INVALID_ARG, "run the prefill first");
     pi0_session_free(fresh);
-#ifndef PI0_HAVE_CUDA
     pi0_model *gm = NULL;
     mp.backend = PI0_BACKEND_CUDA;
+#ifndef PI0_HAVE_CUDA
     CHECK_ERR(pi0_model_random(&cfg, 1, &mp, &gm), PI0_ERR_UNSUPPORTED, "no CUDA backend");
+#else
+    /* an explicit CUDA request never falls back to the CPU */
+    pi0_status gs = pi0_model_random(&cfg, 1, &mp, &gm);
+    CHECK(gs == PI0_OK ? pi0_model_backend(gm) == PI0_BACKEND_CUDA : strstr(pi0_last_error(), "CUDA") != NULL,
+          "explicit CUDA: %s %s", pi0_status_name(gs), pi0_last_error());
+    pi0_model_free(gm);
 #endif
     free(img);
     free(img2);
