@@ -53,6 +53,10 @@ typedef struct {
     const char *tokenizer;         /* SentencePiece model (overrides the policy config's) */
     pi0_model_params model;
     pi0_session_params session;
+    /* Added after the first version (zero = unset): */
+    const char *norm_stats;        /* norm_stats.json (overrides the policy config's) */
+    const char *default_prompt;    /* used when the observation has no prompt (overrides the
+                                      policy config's, like openpi's --default-prompt) */
 } pi0_policy_params;
 pi0_policy_params pi0_policy_default_params(void);
 
@@ -72,6 +76,14 @@ typedef struct {
 /* noise: optional (horizon, 32) normalized-space noise (NULL: drawn from noise_seed). */
 pi0_status pi0_policy_infer(pi0_policy *p, const pi0_obs_item *items, int n_items, const float *noise,
                             uint64_t noise_seed, pi0_policy_result *out);
+
+/* Only the input transforms: fills obs with the model-boundary observation (SPEC §10.2:
+ * 224x224 images in [-1, 1] with masks, tokens + mask, normalized zero-padded state), as views
+ * into the policy's buffers valid until the next call. obs->noise is NULL. */
+pi0_status pi0_policy_prepare(pi0_policy *p, const pi0_obs_item *items, int n_items, pi0_observation *obs);
+
+/* Action chunk shape of this policy: horizon and the robot's action dims. */
+void pi0_policy_shape(const pi0_policy *p, int *horizon, int *action_dims);
 
 /* The policy metadata sent to clients on connect, as a JSON object ("{}" when none). */
 const char *pi0_policy_metadata_json(const pi0_policy *p);

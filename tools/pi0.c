@@ -12,7 +12,9 @@ static int usage(void) {
             "  infer     -m MODEL --obs OBS -o ACTIONS [--dump FILE] [--backend auto|cpu|cuda] [--steps N] [--seed N]\n"
             "  bench     [-m MODEL] [--config full|tiny] [--backend B] [--horizon H] [--steps N] [--cameras C]\n"
             "            [--prompt-len L] [--runs N] [--reference] [--json]\n"
-            "  mkweights --config full|tiny [--seed N] [--dtype bf16|f32] (-o FILE | --list)\n");
+            "  mkweights --config full|tiny [--seed N] [--dtype bf16|f32] (-o FILE | --list)\n"
+            "  policy-infer (-m MODEL | --random tiny) --policy-config CFG --raw-obs OBS -o ACTIONS [--tokenizer SPM]\n"
+            "            [--norm-stats JSON] [--seed N | --noise FILE] [--dump-inputs FILE]\n");
     return 2;
 }
 
@@ -139,5 +141,6 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "infer")) return cmd_infer(argc, argv);
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc, argv);
     if (!strcmp(argv[1], "mkweights")) return cmd_mkweights(argc, argv);
+    if (!strcmp(argv[1], "policy-infer")) return cmd_policy_infer(argc, argv);
     return usage();
 }
