@@ -106,7 +106,14 @@ typedef struct {
     int max_token_len;   /* longest prompt accepted; 0 = config default */
     int profile_stages;  /* 1: pi0_infer runs stage by stage and fills every pi0_timing field
                             (CUDA: events between stages instead of one graph replay) */
+    unsigned experimental; /* PI0_EXP_* bits: opt-in CUDA variants kept for measurement */
 } pi0_session_params;
+
+/* Experimental CUDA variants (correct, measured slower on the H100; see bench/NOTES.md). */
+#define PI0_EXP_GEMM_TUNE 1u    /* time cuBLASLt candidates instead of taking the heuristic's first */
+#define PI0_EXP_FUSED_ATTN 2u   /* fused WMMA attention instead of cuBLASLt QK^T, softmax, PV */
+#define PI0_EXP_SKINNY_GEMM 4u  /* hand-written GEMM for the action expert's few tokens */
+#define PI0_EXP_OP_TIMES 8u     /* with profile_stages: log per-op device times at session free */
 pi0_session_params pi0_session_default_params(void);
 
 pi0_status pi0_session_create(pi0_model *model, const pi0_session_params *params, pi0_session **out);

@@ -46,6 +46,24 @@ static double pct(const double *sorted, int n, double p) {
     return sorted[i < 0 ? 0 : i >= n ? n - 1 : i];
 }
 
+/* Opt-in CUDA variants for measurement runs (tools/gpu-check.sh): PI0_CUDA_TUNE=1,
+ * PI0_CUDA_FUSED_ATTN=1, PI0_CUDA_SKINNY=1, PI0_CUDA_OPTIME=1. Read here, not in the library. */
+static unsigned experimental_from_env(void) {
+    static const struct {
+        const char *var;
+        unsigned bit;
+    } k[] = {{"PI0_CUDA_TUNE", PI0_EXP_GEMM_TUNE},
+             {"PI0_CUDA_FUSED_ATTN", PI0_EXP_FUSED_ATTN},
+             {"PI0_CUDA_SKINNY", PI0_EXP_SKINNY_GEMM},
+             {"PI0_CUDA_OPTIME", PI0_EXP_OP_TIMES}};
+    unsigned bits = 0;
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        const char *v = getenv(k[i].var);
+        if (v && atoi(v)) bits |= k[i].bit;
+    }
+    return bits;
+}
+
 static int usage(void) {
     fprintf(stderr, "usage: pi0 bench [-m MODEL] [--config full|tiny] [--backend auto|cpu|cuda] [--horizon H] [--steps N]\n"
                     "                 [--cameras 1-3] [--prompt-len L] [--max-len 48] [--runs N] [--warmup N]\n"
@@ -112,6 +130,7 @@ int cmd_bench(int argc, char **argv) {
         return cli_error("bench", PI0_ERR_OOM);
     }
     pi0_session_params sp = pi0_session_default_params();
+    sp.experimental = experimental_from_env();
     sp.action_horizon = horizon;
     sp.num_steps = steps;
     sp.max_token_len = max_len;

@@ -156,6 +156,7 @@ pi0_status pi0_session_create(pi0_model *m, const pi0_session_params *params, pi
     s->num_steps = p.num_steps ? p.num_steps : m->cfg.num_steps;
     s->max_tokens = p.max_token_len ? p.max_token_len : m->cfg.max_token_len;
     s->profile_stages = p.profile_stages;
+    s->experimental = p.experimental;
     pi0_status st = m->ops->session_init(s);
     if (st != PI0_OK) {
         free(s);

@@ -23,6 +23,7 @@ struct pi0_session {
     pi0_model *model;
     int horizon, num_steps, max_tokens;
     int profile_stages;
+    unsigned experimental; /* PI0_EXP_* */
     void *backend;            /* backend-private run state */
 };
 

@@ -54,14 +54,14 @@ static float gelu_tanh_h(float x) {
 /* ---------------- LayerNorm ---------------- */
 #define NORM_THREADS 256
 
-__global__ void k_layernorm(const uint16_t *x, const float *g, const float *b, uint16_t *y, int w, float eps) {
+__global__ void k_layernorm(const float *x, const float *g, const float *b, uint16_t *y, int w, float eps) {
     extern __shared__ float row[];
     __shared__ float red[33];
     long long r = blockIdx.x;
-    const uint16_t *xr = x + r * w;
+    const float *xr = x + r * w;
     float s = 0.f;
     for (int i = threadIdx.x; i < w; i += blockDim.x) {
-        float v = ld_bf(xr, i);
+        float v = xr[i];
         row[i] = v;
         s += v;
     }
@@ -76,38 +76,38 @@ __global__ void k_layernorm(const uint16_t *x, const float *g, const float *b, u
     for (int i = threadIdx.x; i < w; i += blockDim.x) st_bf(y, r * w + i, (row[i] - mu) * rs * g[i] + b[i]);
 }
 
-cudaError_t cuk_layernorm(cudaStream_t st, const uint16_t *x, const float *g, const float *b, uint16_t *y,
+cudaError_t cuk_layernorm(cudaStream_t st, const float *x, const float *g, const float *b, uint16_t *y,
                           int rows, int w, float eps) {
     if (rows <= 0) return cudaSuccess;
     k_layernorm<<<rows, NORM_THREADS, (size_t)w * sizeof(float), st>>>(x, g, b, y, w, eps);
     LAUNCH_RET();
 }
 
-void cuk_layernorm_ref(const uint16_t *x, const float *g, const float *b, uint16_t *y, int rows, int w, float eps) {
+void cuk_layernorm_ref(const float *x, const float *g, const float *b, uint16_t *y, int rows, int w, float eps) {
     for (int r = 0; r < rows; r++) {
         double s = 0, q = 0;
-        for (int i = 0; i < w; i++) s += bf16_to_f32(x[(size_t)r * w + i]);
+        for (int i = 0; i < w; i++) s += x[(size_t)r * w + i];
         double mu = s / w;
         for (int i = 0; i < w; i++) {
-            double d = bf16_to_f32(x[(size_t)r * w + i]) - mu;
+            double d = x[(size_t)r * w + i] - mu;
             q += d * d;
         }
         double rs = 1.0 / sqrt(q / w + eps);
         for (int i = 0; i < w; i++)
-            y[(size_t)r * w + i] = f32_to_bf16((float)((bf16_to_f32(x[(size_t)r * w + i]) - mu) * rs * g[i] + b[i]));
+            y[(size_t)r * w + i] = f32_to_bf16((float)((x[(size_t)r * w + i] - mu) * rs * g[i] + b[i]));
     }
 }
 
 /* ---------------- RMSNorm (1+w) ---------------- */
 template <int YDT>
-__global__ void k_rmsnorm(const uint16_t *x, const float *wt, void *y, int width, float eps) {
+__global__ void k_rmsnorm(const float *x, const float *wt, void *y, int width, float eps) {
     extern __shared__ float row[];
     __shared__ float red[33];
     long long r = blockIdx.x;
-    const uint16_t *xr = x + r * width;
+    const float *xr = x + r * width;
     float q = 0.f;
     for (int i = threadIdx.x; i < width; i += blockDim.x) {
-        float v = ld_bf(xr, i);
+        float v = xr[i];
         row[i] = v;
         q += v * v;
     }
@@ -119,7 +119,7 @@ __global__ void k_rmsnorm(const uint16_t *x, const float *wt, void *y, int width
     }
 }
 
-cudaError_t cuk_rmsnorm(cudaStream_t st, const uint16_t *x, const float *w, void *y, int ydt, int rows,
+cudaError_t cuk_rmsnorm(cudaStream_t st, const float *x, const float *w, void *y, int ydt, int rows,
                         int width, float eps) {
     if (rows <= 0) return cudaSuccess;
     size_t sm = (size_t)width * sizeof(float);
@@ -128,16 +128,16 @@ cudaError_t cuk_rmsnorm(cudaStream_t st, const uint16_t *x, const float *w, void
     LAUNCH_RET();
 }
 
-void cuk_rmsnorm_ref(const uint16_t *x, const float *w, void *y, int ydt, int rows, int width, float eps) {
+void cuk_rmsnorm_ref(const float *x, const float *w, void *y, int ydt, int rows, int width, float eps) {
     for (int r = 0; r < rows; r++) {
         double q = 0;
         for (int i = 0; i < width; i++) {
-            double v = bf16_to_f32(x[(size_t)r * width + i]);
+            double v = x[(size_t)r * width + i];
             q += v * v;
         }
         double rs = 1.0 / sqrt(q / width + eps);
         for (int i = 0; i < width; i++) {
-            float v = (float)(bf16_to_f32(x[(size_t)r * width + i]) * rs * (1.0 + w[i]));
+            float v = (float)(x[(size_t)r * width + i] * rs * (1.0 + w[i]));
             if (ydt == CUK_BF16) ((uint16_t *)y)[(size_t)r * width + i] = f32_to_bf16(v);
             else ((float *)y)[(size_t)r * width + i] = v;
         }
@@ -201,26 +201,71 @@ void cuk_rope_qkv_ref(const uint16_t *qkv, const float *cs, const float *sn, int
 }
 
 /* ---------------- softmax ---------------- */
-__global__ void k_softmax(const float *l, int ld_l, uint16_t *p, int ld_p, int rows, int n) {
+/* rows r < rows_lim see only the first n_lim columns (the rest of their row is written as 0) */
+__global__ void k_softmax(const float *l, int ld_l, uint16_t *p, int ld_p, int rows, int n, int rows_lim, int n_lim) {
     int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (r >= rows) return;
+    const int nn = r < rows_lim ? n_lim : n;
     const float *lr = l + (long long)r * ld_l;
     float m = -INFINITY;
-    for (int i = lane; i < n; i += 32) m = fmaxf(m, lr[i]);
+    for (int i = lane; i < nn; i += 32) m = fmaxf(m, lr[i]);
     m = warp_max(m);
     float s = 0.f;
-    for (int i = lane; i < n; i += 32) s += __expf(lr[i] - m);
+    for (int i = lane; i < nn; i += 32) s += __expf(lr[i] - m);
     s = warp_sum(s);
     float inv = 1.f / s;
     uint16_t *pr = p + (long long)r * ld_p;
-    for (int i = lane; i < n; i += 32) st_bf(pr, i, __expf(lr[i] - m) * inv);
+    for (int i = lane; i < nn; i += 32) st_bf(pr, i, __expf(lr[i] - m) * inv);
+    for (int i = nn + lane; i < n; i += 32) pr[i] = 0;
+}
+
+/* one pass over the logits: a warp keeps its row (n <= 32 * NPL) in registers */
+template <int NPL>
+__global__ void k_softmax_reg(const float *l, int ld_l, uint16_t *p, int ld_p, int rows, int n, int rows_lim,
+                              int n_lim) {
+    int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    const int nn = r < rows_lim ? n_lim : n;
+    const float *lr = l + (long long)r * ld_l;
+    float v[NPL];
+    float m = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < NPL; j++) {
+        int i = lane + 32 * j;
+        v[j] = i < nn ? lr[i] : -INFINITY;
+        m = fmaxf(m, v[j]);
+    }
+    m = warp_max(m);
+    float s = 0.f;
+#pragma unroll
+    for (int j = 0; j < NPL; j++) {
+        int i = lane + 32 * j;
+        v[j] = i < nn ? __expf(v[j] - m) : 0.f;
+        s += v[j];
+    }
+    s = warp_sum(s);
+    float inv = 1.f / s;
+    uint16_t *pr = p + (long long)r * ld_p;
+#pragma unroll
+    for (int j = 0; j < NPL; j++) {
+        int i = lane + 32 * j;
+        if (i < n) st_bf(pr, i, v[j] * inv); /* v = 0 for [nn, n) */
+    }
+}
+
+cudaError_t cuk_softmax_lim(cudaStream_t st, const float *l, int ld_l, uint16_t *p, int ld_p, int rows, int n,
+                            int rows_lim, int n_lim) {
+    if (rows <= 0) return cudaSuccess;
+    int wpb = 8;
+    unsigned blocks = (unsigned)((rows + wpb - 1) / wpb);
+    if (n <= 256) k_softmax_reg<8><<<blocks, 32 * wpb, 0, st>>>(l, ld_l, p, ld_p, rows, n, rows_lim, n_lim);
+    else if (n <= 1024) k_softmax_reg<32><<<blocks, 32 * wpb, 0, st>>>(l, ld_l, p, ld_p, rows, n, rows_lim, n_lim);
+    else k_softmax<<<blocks, 32 * wpb, 0, st>>>(l, ld_l, p, ld_p, rows, n, rows_lim, n_lim);
+    LAUNCH_RET();
 }
 
 cudaError_t cuk_softmax(cudaStream_t st, const float *l, int ld_l, uint16_t *p, int ld_p, int rows, int n) {
-    if (rows <= 0) return cudaSuccess;
-    int wpb = 8;
-    k_softmax<<<(rows + wpb - 1) / wpb, 32 * wpb, 0, st>>>(l, ld_l, p, ld_p, rows, n);
-    LAUNCH_RET();
+    return cuk_softmax_lim(st, l, ld_l, p, ld_p, rows, n, 0, n);
 }
 
 void cuk_softmax_ref(const float *l, int ld_l, uint16_t *p, int ld_p, int rows, int n) {
@@ -326,16 +371,16 @@ void cuk_im2col_ref(const float *img, uint16_t *out, int ncam, int S, int p, int
 }
 
 /* ---------------- position add ---------------- */
-__global__ void k_add_pos(const float *in, const float *pos, uint16_t *out, int np, int w, long long total) {
+__global__ void k_add_pos(const float *in, const float *pos, float *out, int np, int w, long long total) {
     for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
          idx += (long long)gridDim.x * blockDim.x) {
         long long r = idx / w;
         int c = (int)(idx - r * w);
-        st_bf(out, idx, in[idx] + pos[(r % np) * w + c]);
+        out[idx] = in[idx] + pos[(r % np) * w + c];
     }
 }
 
-cudaError_t cuk_add_pos(cudaStream_t st, const float *in, const float *pos, uint16_t *out, int rows, int np, int w) {
+cudaError_t cuk_add_pos(cudaStream_t st, const float *in, const float *pos, float *out, int rows, int np, int w) {
     long long total = (long long)rows * w;
     if (total <= 0) return cudaSuccess;
     long long blocks = (total + 255) / 256;
@@ -344,29 +389,29 @@ cudaError_t cuk_add_pos(cudaStream_t st, const float *in, const float *pos, uint
     LAUNCH_RET();
 }
 
-void cuk_add_pos_ref(const float *in, const float *pos, uint16_t *out, int rows, int np, int w) {
+void cuk_add_pos_ref(const float *in, const float *pos, float *out, int rows, int np, int w) {
     for (long long r = 0; r < rows; r++)
-        for (int c = 0; c < w; c++) out[r * w + c] = f32_to_bf16(in[r * w + c] + pos[(r % np) * w + c]);
+        for (int c = 0; c < w; c++) out[r * w + c] = in[r * w + c] + pos[(r % np) * w + c];
 }
 
 /* ---------------- embedding ---------------- */
-__global__ void k_embed(const int32_t *tok, const uint16_t *table, uint16_t *out, int d, float scale) {
+__global__ void k_embed(const int32_t *tok, const uint16_t *table, float *out, int d, float scale) {
     int i = blockIdx.x;
     const uint16_t *src = table + (long long)tok[i] * d;
-    for (int c = threadIdx.x; c < d; c += blockDim.x) st_bf(out, (long long)i * d + c, ld_bf(src, c) * scale);
+    for (int c = threadIdx.x; c < d; c += blockDim.x) out[(long long)i * d + c] = ld_bf(src, c) * scale;
 }
 
-cudaError_t cuk_embed(cudaStream_t st, const int32_t *tok, const uint16_t *table, uint16_t *out, int n, int d,
+cudaError_t cuk_embed(cudaStream_t st, const int32_t *tok, const uint16_t *table, float *out, int n, int d,
                       float scale) {
     if (n <= 0) return cudaSuccess;
     k_embed<<<n, 256, 0, st>>>(tok, table, out, d, scale);
     LAUNCH_RET();
 }
 
-void cuk_embed_ref(const int32_t *tok, const uint16_t *table, uint16_t *out, int n, int d, float scale) {
+void cuk_embed_ref(const int32_t *tok, const uint16_t *table, float *out, int n, int d, float scale) {
     for (int i = 0; i < n; i++)
         for (int c = 0; c < d; c++)
-            out[(size_t)i * d + c] = f32_to_bf16(bf16_to_f32(table[(size_t)tok[i] * d + c]) * scale);
+            out[(size_t)i * d + c] = bf16_to_f32(table[(size_t)tok[i] * d + c]) * scale;
 }
 
 /* ---------------- small f32 matmul ---------------- */
@@ -463,7 +508,8 @@ static __device__ float d_random_value(uint64_t seed, uint64_t i, float mean, fl
 __global__ void k_random(void *dst, int ddt, long long n, long long cols, long long ld, uint64_t seed, float mean,
                          float std) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        float v = d_random_value(seed, (uint64_t)i, mean, std);
+        /* the host generator stores every tensor in bf16: round to bf16 also for f32 destinations */
+        float v = __bfloat162float(__float2bfloat16_rn(d_random_value(seed, (uint64_t)i, mean, std)));
         long long o = (i / cols) * ld + i % cols;
         if (ddt == CUK_BF16) st_bf((uint16_t *)dst, o, v);
         else ((float *)dst)[o] = v;
@@ -476,5 +522,373 @@ cudaError_t cuk_random(cudaStream_t st, void *dst, int ddt, long long n, long lo
     long long blocks = (n + 255) / 256;
     if (blocks > 132 * 64) blocks = 132 * 64;
     k_random<<<(unsigned)blocks, 256, 0, st>>>(dst, ddt, n, cols, ld, tensor_seed, mean, std);
+    LAUNCH_RET();
+}
+
+/* ---------------- fused MQA attention (WMMA) ---------------- */
+#include <mma.h>
+using namespace nvcuda;
+
+#define ATT_ROWS 16
+#define ATT_KC 64 /* keys per chunk: 4 warps x 16 */
+
+/*
+ * grid (tiles, nsplit), 128 threads. smem: Q (16 x hd bf16), S (16 x 64 f32), P (16 x 64 bf16),
+ * O (16 x hd f32), Ot (16 x hd f32), m/l/alpha (16 each).
+ */
+__global__ void __launch_bounds__(128) k_attention(const bf16 *__restrict__ q, int R, const bf16 *__restrict__ k,
+                                                   const bf16 *__restrict__ v, int S, int hd, float scale,
+                                                   int keys_per_split, bf16 *__restrict__ out, float *__restrict__ part) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    bf16 *Qs = (bf16 *)smem;                                    /* 16*hd */
+    float *Ss = (float *)(smem + ATT_ROWS * hd * 2);            /* 16*64 */
+    bf16 *Ps = (bf16 *)(Ss + ATT_ROWS * ATT_KC);                /* 16*64 */
+    float *Os = (float *)(Ps + ATT_ROWS * ATT_KC);              /* 16*hd */
+    float *Ot = Os + ATT_ROWS * hd;                             /* 16*hd */
+    float *ms = Ot + ATT_ROWS * hd, *ls = ms + ATT_ROWS, *as = ls + ATT_ROWS;
+    bf16 *Ks = (bf16 *)(as + 32);                                /* 64*hd, 128-byte aligned */
+    bf16 *Vs = Ks + ATT_KC * hd;                                 /* 64*hd */
+    const int tid = threadIdx.x, warp = tid >> 5;
+    const int r0 = blockIdx.x * ATT_ROWS, split = blockIdx.y, nsplit = gridDim.y;
+    const int k_begin = split * keys_per_split;
+    const int k_end = min(S, k_begin + keys_per_split);
+    for (int i = tid; i < ATT_ROWS * hd; i += 128) {
+        int r = i / hd;
+        Qs[i] = r0 + r < R ? q[(long long)(r0 + r) * hd + (i - r * hd)] : __float2bfloat16(0.f);
+        Os[i] = 0.f;
+    }
+    if (tid < ATT_ROWS) {
+        ms[tid] = -INFINITY;
+        ls[tid] = 0.f;
+    }
+    __syncthreads();
+    const int nct = hd / 16; /* column tiles of O */
+    for (int c0 = k_begin; c0 < k_end; c0 += ATT_KC) {
+        /* stage the K and V chunk in shared memory (16-byte coalesced loads; rows past S are padding) */
+        {
+            const int n16 = ATT_KC * hd / 8;
+            const uint4 *kg = (const uint4 *)(k + (long long)c0 * hd), *vg = (const uint4 *)(v + (long long)c0 * hd);
+            uint4 *kd = (uint4 *)Ks, *vd = (uint4 *)Vs;
+            for (int i = tid; i < n16; i += 128) {
+                kd[i] = kg[i];
+                vd[i] = vg[i];
+            }
+        }
+        __syncthreads();
+        /* S = Q K^T for this warp's 16 keys */
+        {
+            int kb = c0 + warp * 16;
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::fill_fragment(acc, 0.f);
+            if (kb < k_end) {
+                for (int kk = 0; kk < hd; kk += 16) {
+                    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
+                    wmma::load_matrix_sync(fa, Qs + kk, hd);
+                    wmma::load_matrix_sync(fb, Ks + (kb - c0) * hd + kk, hd);
+                    wmma::mma_sync(acc, fa, fb, acc);
+                }
+            }
+            wmma::store_matrix_sync(Ss + warp * 16, acc, ATT_KC, wmma::mem_row_major);
+        }
+        __syncthreads();
+        /* online softmax: 8 threads per row, 8 columns each */
+        {
+            int r = tid >> 3, cb = (tid & 7) * 8;
+            float sv[8], mx = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                int key = c0 + cb + j;
+                sv[j] = key < k_end ? Ss[r * ATT_KC + cb + j] * scale : -INFINITY;
+                mx = fmaxf(mx, sv[j]);
+            }
+            for (int o = 1; o < 8; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            float m_old = ms[r], m_new = fmaxf(m_old, mx);
+            float sum = 0.f;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                float p = sv[j] == -INFINITY ? 0.f : __expf(sv[j] - m_new);
+                bf16 pb = __float2bfloat16_rn(p);
+                Ps[r * ATT_KC + cb + j] = pb;
+                sum += __bfloat162float(pb);
+            }
+            for (int o = 1; o < 8; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            __syncwarp();
+            if ((tid & 7) == 0) {
+                float alpha = m_old == -INFINITY ? 0.f : __expf(m_old - m_new);
+                ms[r] = m_new;
+                ls[r] = ls[r] * alpha + sum;
+                as[r] = alpha;
+            }
+        }
+        __syncthreads();
+        /* Ot = P V for this warp's column tiles */
+        for (int ct = warp; ct < nct; ct += 4) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::fill_fragment(acc, 0.f);
+            for (int kk = 0; kk < ATT_KC; kk += 16) {
+                if (c0 + kk >= k_end) break;
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
+                wmma::load_matrix_sync(fa, Ps + kk, ATT_KC);
+                wmma::load_matrix_sync(fb, Vs + kk * hd + ct * 16, hd);
+                wmma::mma_sync(acc, fa, fb, acc);
+            }
+            wmma::store_matrix_sync(Ot + ct * 16, acc, hd, wmma::mem_row_major);
+        }
+        __syncthreads();
+        for (int i = tid; i < ATT_ROWS * hd; i += 128) {
+            int r = i / hd;
+            Os[i] = Os[i] * as[r] + Ot[i];
+        }
+        __syncthreads();
+    }
+    if (nsplit == 1) {
+        for (int i = tid; i < ATT_ROWS * hd; i += 128) {
+            int r = i / hd;
+            if (r0 + r < R) out[(long long)(r0 + r) * hd + (i - r * hd)] = __float2bfloat16_rn(Os[i] / ls[r]);
+        }
+    } else {
+        float *po = part + (long long)split * R * hd;
+        float *pm = part + (long long)nsplit * R * hd + (long long)split * R;
+        float *pl = pm + (long long)nsplit * R;
+        for (int i = tid; i < ATT_ROWS * hd; i += 128) {
+            int r = i / hd;
+            if (r0 + r < R) po[(long long)(r0 + r) * hd + (i - r * hd)] = Os[i];
+        }
+        if (tid < ATT_ROWS && r0 + tid < R) {
+            pm[r0 + tid] = ms[tid];
+            pl[r0 + tid] = ls[tid];
+        }
+    }
+}
+
+__global__ void k_attention_merge(const float *part, int R, int hd, int nsplit, bf16 *out) {
+    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (i >= (long long)R * hd) return;
+    int r = (int)(i / hd);
+    const float *pm = part + (long long)nsplit * R * hd, *pl = pm + (long long)nsplit * R;
+    float M = -INFINITY;
+    for (int s = 0; s < nsplit; s++) M = fmaxf(M, pm[(long long)s * R + r]);
+    float num = 0.f, den = 0.f;
+    for (int s = 0; s < nsplit; s++) {
+        float m = pm[(long long)s * R + r];
+        float w = m == -INFINITY ? 0.f : __expf(m - M);
+        num += w * part[(long long)s * R * hd + i];
+        den += w * pl[(long long)s * R + r];
+    }
+    out[i] = __float2bfloat16_rn(num / den);
+}
+
+cudaError_t cuk_attention(cudaStream_t st, const uint16_t *q, int R, const uint16_t *k, const uint16_t *v, int S,
+                          int hd, float scale, uint16_t *out, float *part, size_t part_floats, int nsplit) {
+    if (R <= 0 || S <= 0) return cudaSuccess;
+    if (hd % 16 || hd > 256) return cudaErrorInvalidValue;
+    int tiles = (R + ATT_ROWS - 1) / ATT_ROWS, chunks = (S + ATT_KC - 1) / ATT_KC;
+    if (nsplit <= 0) {
+        nsplit = (264 + tiles - 1) / tiles;
+        if (nsplit > chunks) nsplit = chunks;
+        if (nsplit > 32) nsplit = 32;
+    }
+    if (nsplit < 1) nsplit = 1;
+    while (nsplit > 1 && (!part || (size_t)nsplit * R * (hd + 2) > part_floats)) nsplit--;
+    int cps = (chunks + nsplit - 1) / nsplit; /* chunks per split */
+    nsplit = (chunks + cps - 1) / cps;
+    size_t sm = (size_t)ATT_ROWS * hd * 2 + ATT_ROWS * ATT_KC * 4 + ATT_ROWS * ATT_KC * 2 + 2 * (size_t)ATT_ROWS * hd * 4 +
+                64 * 4 + 2 * (size_t)ATT_KC * hd * 2;
+    static int attr_set = 0;
+    if (!attr_set) {
+        cudaError_t e = cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, 128 * 1024);
+        if (e != cudaSuccess) return e;
+        attr_set = 1;
+    }
+    dim3 grid(tiles, nsplit);
+    k_attention<<<grid, 128, sm, st>>>((const bf16 *)q, R, (const bf16 *)k, (const bf16 *)v, S, hd, scale,
+                                       cps * ATT_KC, (bf16 *)out, part);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess || nsplit == 1) return e;
+    long long n = (long long)R * hd;
+    k_attention_merge<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(part, R, hd, nsplit, (bf16 *)out);
+    LAUNCH_RET();
+}
+
+void cuk_attention_ref(const uint16_t *q, int R, const uint16_t *k, const uint16_t *v, int S, int hd, float scale,
+                       uint16_t *out) {
+    double *p = (double *)malloc((size_t)S * sizeof(double));
+    for (int r = 0; r < R; r++) {
+        double mx = -1e300, sum = 0;
+        for (int j = 0; j < S; j++) {
+            double d = 0;
+            for (int c = 0; c < hd; c++) d += (double)bf16_to_f32(q[(size_t)r * hd + c]) * bf16_to_f32(k[(size_t)j * hd + c]);
+            p[j] = d * scale;
+            if (p[j] > mx) mx = p[j];
+        }
+        for (int j = 0; j < S; j++) sum += (p[j] = exp(p[j] - mx));
+        for (int c = 0; c < hd; c++) {
+            double o = 0;
+            for (int j = 0; j < S; j++) o += p[j] * bf16_to_f32(v[(size_t)j * hd + c]);
+            out[(size_t)r * hd + c] = f32_to_bf16((float)(o / sum));
+        }
+    }
+    free(p);
+}
+
+/* ---------------- skinny GEMM (T <= 64) ---------------- */
+static __device__ __forceinline__ void mma_bf16_16816(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                      uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/*
+ * Weight-streaming GEMM for few tokens. CTA = 8 warps = 128 output features (16 per warp) x all
+ * T tokens x one K chunk of KC. The chunk of X (T x KC) is staged once per CTA in shared memory,
+ * each warp streams its 16 x KC weight tile with 16-byte cp.async into shared memory and feeds
+ * the tensor cores with ldmatrix (A) and 32-bit LDS (B). Partial sums (split, T, N) f32 are
+ * reduced in a fixed order by k_skinny_reduce, which applies the epilogue.
+ */
+#define SK_WARPS 8
+#define SK_PAD 8
+
+static __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+    unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gmem));
+}
+static __device__ __forceinline__ void cp_async_wait_all() {
+    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::);
+}
+static __device__ __forceinline__ void ldmatrix_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3,
+                                                   const void *smem) {
+    unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(sa));
+}
+
+template <int NT>
+__global__ void __launch_bounds__(SK_WARPS * 32) k_skinny(const uint16_t *__restrict__ X, int ldx, int T,
+                                                          const uint16_t *__restrict__ W, int N, int K, int KC,
+                                                          float *__restrict__ part) {
+    extern __shared__ __align__(16) unsigned char sk_smem[];
+    const int ld = KC + SK_PAD; /* smem row pitch in bf16 elements */
+    bf16 *Xs = (bf16 *)sk_smem;                        /* NT*8 rows */
+    bf16 *Ws = Xs + NT * 8 * ld;                       /* SK_WARPS * 16 rows */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, tg = lane & 3;
+    const int n_cta = blockIdx.x * (SK_WARPS * 16), split = blockIdx.y, k0 = split * KC;
+    const int kc = min(KC, K - k0); /* multiple of 16 */
+    const int v16 = kc / 8;         /* 16-byte vectors per row */
+    /* X chunk: rows < T copied, rows [T, NT*8) zeroed */
+    for (int i = tid; i < NT * 8 * v16; i += SK_WARPS * 32) {
+        int r = i / v16, c = i - r * v16;
+        bf16 *dst = Xs + r * ld + c * 8;
+        if (r < T) cp_async16(dst, X + (long long)r * ldx + k0 + c * 8);
+        else *(uint4 *)dst = make_uint4(0, 0, 0, 0);
+    }
+    /* this warp's 16 weight rows */
+    const int n0 = n_cta + warp * 16;
+    bf16 *Wsw = Ws + warp * 16 * ld;
+    if (n0 < N)
+        for (int i = lane; i < 16 * v16; i += 32) {
+            int r = i / v16, c = i - r * v16;
+            cp_async16(Wsw + r * ld + c * 8, W + (long long)(n0 + r) * K + k0 + c * 8);
+        }
+    cp_async_wait_all();
+    __syncthreads();
+    if (n0 >= N) return;
+    float acc[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+    const int arow = (lane & 7) + ((lane >> 3) & 1) * 8, acol = (lane >> 4) * 8;
+    for (int kk = 0; kk < kc; kk += 16) {
+        uint32_t a0, a1, a2, a3;
+        ldmatrix_x4(a0, a1, a2, a3, Wsw + arow * ld + kk + acol);
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            const bf16 *xb = Xs + (nt * 8 + g) * ld + kk + tg * 2;
+            uint32_t b0 = *(const uint32_t *)xb, b1 = *(const uint32_t *)(xb + 8);
+            mma_bf16_16816(acc[nt], a0, a1, a2, a3, b0, b1);
+        }
+    }
+    float *p = part + (long long)split * T * N;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        int t0 = nt * 8 + tg * 2;
+        if (t0 < T) {
+            p[(long long)t0 * N + n0 + g] = acc[nt][0];
+            p[(long long)t0 * N + n0 + g + 8] = acc[nt][2];
+        }
+        if (t0 + 1 < T) {
+            p[(long long)(t0 + 1) * N + n0 + g] = acc[nt][1];
+            p[(long long)(t0 + 1) * N + n0 + g + 8] = acc[nt][3];
+        }
+    }
+}
+
+__global__ void k_skinny_reduce(const float *__restrict__ part, int nsplit, int T, int N, int mode, void *out, int ldo) {
+    const int No = mode == CUK_SK_GEGLU ? N / 2 : N;
+    long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (idx >= (long long)T * No) return;
+    int t = (int)(idx / No), n = (int)(idx - (long long)t * No);
+    const long long sstride = (long long)T * N;
+    const float *p = part + (long long)t * N + n;
+    float s = 0.f;
+    for (int i = 0; i < nsplit; i++) s += p[i * sstride];
+    if (mode == CUK_SK_GEGLU) {
+        float u = 0.f;
+        for (int i = 0; i < nsplit; i++) u += p[i * sstride + No];
+        float gb = __bfloat162float(__float2bfloat16_rn(s)), ub = __bfloat162float(__float2bfloat16_rn(u));
+        st_bf((uint16_t *)out, (long long)t * ldo + n, gelu_tanh(gb) * ub);
+    } else if (mode == CUK_SK_RESID) {
+        float *o = (float *)out + (long long)t * ldo + n;
+        *o = *o + s;
+    } else {
+        st_bf((uint16_t *)out, (long long)t * ldo + n, s);
+    }
+}
+
+static int sk_attr[9];
+
+cudaError_t cuk_skinny_linear(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, int N, int K,
+                              int mode, void *out, int ldo, float *part, size_t part_floats) {
+    if (T <= 0) return cudaSuccess;
+    if (T > 64 || N % 16 || K % 16 || (ldx % 8) || ((uintptr_t)X & 15) || ((uintptr_t)W & 15) || !part ||
+        (mode == CUK_SK_GEGLU && (N / 2) % 16))
+        return cudaErrorInvalidValue;
+    const int NT = (T + 7) / 8;
+    const int ctas_n = (N + SK_WARPS * 16 - 1) / (SK_WARPS * 16);
+    /* K chunk: aim at >= ~2 CTAs per SM, chunks of 128..512 */
+    int KC = 512;
+    while (KC > 128 && (long long)ctas_n * ((K + KC - 1) / KC) < 264) KC /= 2;
+    if (KC > K) KC = K;
+    int nsplit = (K + KC - 1) / KC;
+    while ((size_t)nsplit * T * N > part_floats) {
+        if (KC >= K) return cudaErrorInvalidValue;
+        KC *= 2;
+        nsplit = (K + KC - 1) / KC;
+    }
+    size_t smem = (size_t)(NT * 8 + SK_WARPS * 16) * (KC + SK_PAD) * 2;
+    if (smem > 200 * 1024) return cudaErrorInvalidValue;
+    dim3 grid(ctas_n, nsplit);
+    cudaError_t e = cudaSuccess;
+#define SK_CASE(n)                                                                                             \
+    case n:                                                                                                    \
+        if (!sk_attr[n]) {                                                                                     \
+            e = cudaFuncSetAttribute(k_skinny<n>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);    \
+            if (e != cudaSuccess) return e;                                                                    \
+            sk_attr[n] = 1;                                                                                    \
+        }                                                                                                      \
+        k_skinny<n><<<grid, SK_WARPS * 32, smem, st>>>(X, ldx, T, W, N, K, KC, part);                          \
+        break;
+    switch (NT) {
+        SK_CASE(1) SK_CASE(2) SK_CASE(3) SK_CASE(4) SK_CASE(5) SK_CASE(6) SK_CASE(7) SK_CASE(8)
+    default: return cudaErrorInvalidValue;
+    }
+#undef SK_CASE
+    e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    long long no = (long long)T * (mode == CUK_SK_GEGLU ? N / 2 : N);
+    k_skinny_reduce<<<(unsigned)((no + 255) / 256), 256, 0, st>>>(part, nsplit, T, N, mode, out, ldo);
     LAUNCH_RET();
 }

@@ -20,15 +20,15 @@ extern "C" {
 /* data types of raw buffers */
 enum { CUK_F32 = 0, CUK_BF16 = 1 };
 
-/* LayerNorm over rows of width w: y = (x-mu)/sqrt(var+eps)*g + b; x,y bf16; g,b f32. */
-cudaError_t cuk_layernorm(cudaStream_t st, const uint16_t *x, const float *g, const float *b, uint16_t *y,
+/* LayerNorm over rows of width w: y = (x-mu)/sqrt(var+eps)*g + b; x f32 (residual), y bf16; g,b f32. */
+cudaError_t cuk_layernorm(cudaStream_t st, const float *x, const float *g, const float *b, uint16_t *y,
                           int rows, int w, float eps);
-void cuk_layernorm_ref(const uint16_t *x, const float *g, const float *b, uint16_t *y, int rows, int w, float eps);
+void cuk_layernorm_ref(const float *x, const float *g, const float *b, uint16_t *y, int rows, int w, float eps);
 
-/* Gemma RMSNorm: y = x * rsqrt(mean(x^2)+eps) * (1+w). x bf16, w f32, y bf16 (ydt CUK_BF16) or f32. */
-cudaError_t cuk_rmsnorm(cudaStream_t st, const uint16_t *x, const float *w, void *y, int ydt, int rows,
+/* Gemma RMSNorm: y = x * rsqrt(mean(x^2)+eps) * (1+w). x f32 (residual), w f32, y bf16 (ydt CUK_BF16) or f32. */
+cudaError_t cuk_rmsnorm(cudaStream_t st, const float *x, const float *w, void *y, int ydt, int rows,
                         int width, float eps);
-void cuk_rmsnorm_ref(const uint16_t *x, const float *w, void *y, int ydt, int rows, int width, float eps);
+void cuk_rmsnorm_ref(const float *x, const float *w, void *y, int ydt, int rows, int width, float eps);
 
 /*
  * RoPE + scatter of a fused QKV row block (num_kv_heads == 1):
@@ -45,6 +45,9 @@ void cuk_rope_qkv_ref(const uint16_t *qkv, const float *cs, const float *sn, int
 /* Row softmax: p[r, 0..n) = softmax(l[r, 0..n)) (f32 logits, ld_l) -> bf16 (ld_p). */
 cudaError_t cuk_softmax(cudaStream_t st, const float *l, int ld_l, uint16_t *p, int ld_p, int rows, int n);
 void cuk_softmax_ref(const float *l, int ld_l, uint16_t *p, int ld_p, int rows, int n);
+/* Same, but rows r < rows_lim use only columns [0, n_lim) and get zeros in [n_lim, n). */
+cudaError_t cuk_softmax_lim(cudaStream_t st, const float *l, int ld_l, uint16_t *p, int ld_p, int rows, int n,
+                            int rows_lim, int n_lim);
 
 /* GeGLU: in (T, 2F) bf16 = [gate | up]; out (T, F) bf16 = gelu_tanh(gate) * up. */
 cudaError_t cuk_geglu(cudaStream_t st, const uint16_t *in, uint16_t *out, int T, int F);
@@ -58,14 +61,14 @@ void cuk_geglu_ref(const uint16_t *in, uint16_t *out, int T, int F);
 cudaError_t cuk_im2col(cudaStream_t st, const float *img, uint16_t *out, int ncam, int S, int p, int ldo);
 void cuk_im2col_ref(const float *img, uint16_t *out, int ncam, int S, int p, int ldo);
 
-/* out (rows, w) bf16 = in (rows, w) f32 + pos[(r % np), :] */
-cudaError_t cuk_add_pos(cudaStream_t st, const float *in, const float *pos, uint16_t *out, int rows, int np, int w);
-void cuk_add_pos_ref(const float *in, const float *pos, uint16_t *out, int rows, int np, int w);
+/* out (rows, w) f32 = in (rows, w) f32 + pos[(r % np), :] */
+cudaError_t cuk_add_pos(cudaStream_t st, const float *in, const float *pos, float *out, int rows, int np, int w);
+void cuk_add_pos_ref(const float *in, const float *pos, float *out, int rows, int np, int w);
 
-/* Token embedding: out[i, :] = bf16(table[tok[i], :] * scale). */
-cudaError_t cuk_embed(cudaStream_t st, const int32_t *tok, const uint16_t *table, uint16_t *out, int n, int d,
+/* Token embedding: out[i, :] (f32) = table[tok[i], :] * scale. */
+cudaError_t cuk_embed(cudaStream_t st, const int32_t *tok, const uint16_t *table, float *out, int n, int d,
                       float scale);
-void cuk_embed_ref(const int32_t *tok, const uint16_t *table, uint16_t *out, int n, int d, float scale);
+void cuk_embed_ref(const int32_t *tok, const uint16_t *table, float *out, int n, int d, float scale);
 
 /*
  * Small f32 matmul (one thread per output; for the pi0 heads and init-time folds):
@@ -89,11 +92,52 @@ cudaError_t cuk_euler(cudaStream_t st, float *x, const float *v, float dt, int n
 cudaError_t cuk_convert(cudaStream_t st, const void *src, int sdt, void *dst, int ddt, long long i0, long long n,
                         long long cols, long long ld);
 
-/* Random weights: element i of a (rows, cols) tensor = pi0_random_value(seed, i, mean, std), pitched as above. */
+/* Random weights: element i of a (rows, cols) tensor = bf16(pi0_random_value(seed, i, mean, std)), pitched as above. */
 cudaError_t cuk_random(cudaStream_t st, void *dst, int ddt, long long n, long long cols, long long ld,
                        uint64_t tensor_seed, float mean, float std);
 
 #ifdef __cplusplus
 }
 #endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+/*
+ * Fused multi-query attention (flash style, tensor cores via WMMA, f32 online softmax):
+ * out[r, :] (bf16) = softmax_j(scale * q[r]·k[j], j < S) · v[j] for r < R, with
+ * q (R, hd), k/v (S, hd) bf16 row-major, hd % 16 == 0, hd <= 256. The keys are split
+ * over nsplit CTAs per 16-row tile; partials (nsplit*R*(hd+2) floats in `part`) are merged
+ * in a fixed order by a second kernel (deterministic). k/v rows [S, round_up(S, 64)) are
+ * read (times zero weight): they must exist and be finite.
+ * nsplit = 0 picks a split from the shape; part may be NULL when the chosen split is 1.
+ */
+cudaError_t cuk_attention(cudaStream_t st, const uint16_t *q, int R, const uint16_t *k, const uint16_t *v, int S,
+                          int hd, float scale, uint16_t *out, float *part, size_t part_floats, int nsplit);
+void cuk_attention_ref(const uint16_t *q, int R, const uint16_t *k, const uint16_t *v, int S, int hd, float scale,
+                       uint16_t *out);
+#ifdef __cplusplus
+}
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+/*
+ * Skinny GEMM for few tokens (T <= 64), weight-bandwidth bound: Y(T, N) = X(T, K) W(N, K)^T with
+ * mma.sync m16n8k16 (bf16 in, f32 accumulate); CTAs of 128 features x one K chunk (X chunk and
+ * weight tiles staged in shared memory by cp.async, ldmatrix), split-K partials merged in a fixed
+ * order (deterministic) by a second kernel that applies the epilogue:
+ *   CUK_SK_BF16  : out bf16 (T, ldo) = Y
+ *   CUK_SK_RESID : out f32 (T, ldo) += Y            (residual stream)
+ *   CUK_SK_GEGLU : out bf16 (T, ldo) = gelu_tanh(Y[:, :N/2]) * Y[:, N/2:]   (fused [gate; up])
+ * N % 16 == 0, K % 16 == 0, ldx % 8 == 0, X and W 16-byte aligned. part: workspace of part_floats floats.
+ * Returns cudaErrorInvalidValue when the shape is not supported (caller falls back).
+ */
+enum { CUK_SK_BF16 = 0, CUK_SK_RESID = 1, CUK_SK_GEGLU = 2 };
+cudaError_t cuk_skinny_linear(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, int N, int K,
+                              int mode, void *out, int ldo, float *part, size_t part_floats);
+#ifdef __cplusplus
+}
 #endif
