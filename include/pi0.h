@@ -114,6 +114,8 @@ typedef struct {
 #define PI0_EXP_FUSED_ATTN 2u   /* fused WMMA attention instead of cuBLASLt QK^T, softmax, PV */
 #define PI0_EXP_SKINNY_GEMM 4u  /* hand-written GEMM for the action expert's few tokens */
 #define PI0_EXP_OP_TIMES 8u     /* with profile_stages: log per-op device times at session free */
+#define PI0_EXP_EXPERT_GEMM_ATTN 16u /* expert attention through cuBLASLt QK^T, softmax, PV (v12) instead of
+                                        * the fused MQA kernel cuk_attention_mqa (the default since v13) */
 pi0_session_params pi0_session_default_params(void);
 
 pi0_status pi0_session_create(pi0_model *model, const pi0_session_params *params, pi0_session **out);
@@ -147,6 +149,10 @@ pi0_status pi0_stage_prefill(pi0_session *s, const pi0_observation *obs, int *pr
 pi0_status pi0_stage_kv(pi0_session *s, int layer, float *k_out, float *v_out);
 /* One velocity evaluation after prefill: x (horizon, action_dim) at time t -> v. */
 pi0_status pi0_stage_velocity(pi0_session *s, const float *state, const float *x, float t, float *v_out);
+
+/* sizeof of a public struct by its name ("pi0_session_params", "pi0_policy_params", ...), 0 if
+ * unknown: lets bindings that mirror the structs (python/) check their layout at load time. */
+size_t pi0_struct_size(const char *name);
 
 /* Fill out with N(0,1) noise, deterministic per seed (used when obs->noise is NULL). */
 void pi0_gaussian_noise(uint64_t seed, float *out, size_t n);

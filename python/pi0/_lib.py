@@ -19,7 +19,7 @@ class ModelParams(ctypes.Structure):
 
 class SessionParams(ctypes.Structure):
     _fields_ = [("action_horizon", ctypes.c_int), ("num_steps", ctypes.c_int), ("max_token_len", ctypes.c_int),
-                ("profile_stages", ctypes.c_int)]
+                ("profile_stages", ctypes.c_int), ("experimental", ctypes.c_uint)]
 
 
 class PolicyParams(ctypes.Structure):
@@ -96,6 +96,16 @@ def load_library(path=None):
     else:
         raise OSError("libpi0.so not found (set PI0_LIBRARY or build with CMake into ./build); tried: "
                       + ", ".join(map(str, tried)))
+    lib.pi0_struct_size.restype = ctypes.c_size_t
+    lib.pi0_struct_size.argtypes = [ctypes.c_char_p]
+    for cname, mirror in (("pi0_model_params", ModelParams), ("pi0_session_params", SessionParams),
+                          ("pi0_policy_params", PolicyParams), ("pi0_obs_item", ObsItem),
+                          ("pi0_policy_result", PolicyResult), ("pi0_observation", Observation),
+                          ("pi0_config", Config)):
+        want = lib.pi0_struct_size(cname.encode())
+        if want != ctypes.sizeof(mirror):
+            raise OSError(f"{cand}: struct {cname} is {want} bytes in the library but {ctypes.sizeof(mirror)} "
+                          "in the Python bindings (library and package versions differ)")
     lib.pi0_last_error.restype = ctypes.c_char_p
     lib.pi0_status_name.restype = ctypes.c_char_p
     lib.pi0_status_name.argtypes = [ctypes.c_int]

@@ -11,6 +11,7 @@
 #include "model/model.h"
 #include "model/pi0_math.h"
 #include "model/tensor_table.h"
+#include "pi0_policy.h"
 #include "util/error.h"
 
 static const char *const k_camera_names[PI0_NUM_CAMERAS] = {"base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"};
@@ -269,4 +270,19 @@ pi0_status pi0_stage_velocity(pi0_session *s, const float *state, const float *x
     PI0_TRY(check_finite(x, (size_t)s->horizon * c->action_dim, "x"));
     if (!isfinite(t)) return pi0_fail(PI0_ERR_INVALID_ARG, "time t is not finite");
     return s->model->ops->velocity(s, state, x, t, v);
+}
+
+size_t pi0_struct_size(const char *name) {
+#define PI0_SIZE(T) \
+    if (name && !strcmp(name, #T)) return sizeof(T)
+    PI0_SIZE(pi0_config);
+    PI0_SIZE(pi0_model_params);
+    PI0_SIZE(pi0_session_params);
+    PI0_SIZE(pi0_observation);
+    PI0_SIZE(pi0_timing);
+    PI0_SIZE(pi0_policy_params);
+    PI0_SIZE(pi0_obs_item);
+    PI0_SIZE(pi0_policy_result);
+#undef PI0_SIZE
+    return 0;
 }
