@@ -30,4 +30,5 @@ int cli_parse_backend(const char *s, pi0_backend *b);
 int cmd_mkweights(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_policy_infer(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 #endif

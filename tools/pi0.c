@@ -14,7 +14,9 @@ static int usage(void) {
             "            [--prompt-len L] [--runs N] [--reference] [--json]\n"
             "  mkweights --config full|tiny [--seed N] [--dtype bf16|f32] (-o FILE | --list)\n"
             "  policy-infer (-m MODEL | --random tiny) --policy-config CFG --raw-obs OBS -o ACTIONS [--tokenizer SPM]\n"
-            "            [--norm-stats JSON] [--seed N | --noise FILE] [--dump-inputs FILE]\n");
+            "            [--norm-stats JSON] [--seed N | --noise FILE] [--dump-inputs FILE]\n"
+            "  serve     (-m MODEL | --random tiny|full) --policy-config CFG [--host H] [--port N] [--noise-seed N]\n"
+            "            (docs/SERVER.md)\n");
     return 2;
 }
 
@@ -142,5 +144,14 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc, argv);
     if (!strcmp(argv[1], "mkweights")) return cmd_mkweights(argc, argv);
     if (!strcmp(argv[1], "policy-infer")) return cmd_policy_infer(argc, argv);
+    if (!strcmp(argv[1], "serve")) {
+#ifdef PI0_HAVE_SERVER
+        return cmd_serve(argc, argv);
+#else
+        fprintf(stderr, "error: this build has no server: install libwslay-dev and libmsgpack-dev "
+                        "(bash tools/setup.sh) and rebuild\n");
+        return 1;
+#endif
+    }
     return usage();
 }

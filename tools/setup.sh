@@ -18,3 +18,8 @@ pips=$(cat tools/deps/*.pip | sed 's/#.*//' | xargs)
 if [ -n "$pips" ]; then
   python3 -m pip install -q $pips 2>/dev/null || python3 -m pip install -q --break-system-packages $pips
 fi
+# Packages whose pins would downgrade others (openpi-client pins numpy<2): installed without deps.
+nodeps=$(cat tools/deps/*.pip-nodeps 2>/dev/null | sed 's/#.*//' | xargs)
+if [ -n "$nodeps" ]; then
+  python3 -m pip install -q --no-deps $nodeps 2>/dev/null || python3 -m pip install -q --no-deps --break-system-packages $nodeps
+fi

@@ -114,6 +114,10 @@ static pi0_status parse_header(st_file *f, const char *json, size_t len) {
     }
     for (const cJSON *it = root->child; it; it = it->next) {
         if (!strcmp(it->string, "__metadata__")) {
+            if (f->meta) {
+                st = pi0_fail(PI0_ERR_FORMAT, "__metadata__ appears twice in the header");
+                goto done;
+            }
             if (!cJSON_IsObject(it)) {
                 st = pi0_fail(PI0_ERR_FORMAT, "__metadata__ is not an object");
                 goto done;

@@ -163,6 +163,8 @@ static void test_files(void) {
     CHECK_ERR(load(tmp("baddtype")), PI0_ERR_FORMAT, "tensor a: unsupported dtype Q8");
     write_raw(tmp("negshape"), "{\"a\":{\"dtype\":\"F32\",\"shape\":[-4],\"data_offsets\":[0,16]}}", 16);
     CHECK_ERR(load(tmp("negshape")), PI0_ERR_FORMAT, "bad shape entry 0");
+    write_raw(tmp("metatwice"), "{\"__metadata__\":{\"a\":\"1\"},\"__metadata__\":{\"b\":\"2\"}}", 0);
+    CHECK_ERR(load(tmp("metatwice")), PI0_ERR_FORMAT, "__metadata__ appears twice in the header");
     write_raw(tmp("nooffsets"), "{\"a\":{\"dtype\":\"F32\",\"shape\":[4]}}", 16);
     CHECK_ERR(load(tmp("nooffsets")), PI0_ERR_FORMAT, "tensor a: bad data_offsets");
 
