@@ -101,7 +101,8 @@ def test_every_weight_changes_the_actions(cli, base_seed, tmp_path):
     run_cli(cli, "infer", "-m", model, "--obs", obs, "-o", tmp_path / "a0.safetensors", "--backend", "cpu")
     base = st.load(str(tmp_path / "a0.safetensors"))[0]["actions"]
     last = f"language_model.layers.{cfg['llm_depth'] - 1}."
-    dead = ("self_attn.o_proj", "mlp.", "post_attention_layernorm")  # SPEC 5.4: the prefill's dead tail
+    # SPEC 5.4: the prefill's dead tail (only the last layer's K/V are read, not its queries)
+    dead = ("self_attn.q_proj", "self_attn.o_proj", "mlp.", "post_attention_layernorm")
     names = [n for n in weights if "lm_head" not in n and "language_model.norm" not in n
              and not (last in n and any(d in n for d in dead))]
     rng = np.random.default_rng(base_seed)

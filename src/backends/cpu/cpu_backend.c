@@ -167,12 +167,12 @@ static pi0_status gemma_layer(cpu_session *cs, const pi0_config *c, const pi0_ge
     const int KVD = c->num_kv_heads * c->head_dim;
     cpu_ctx *ctx = &cs->ctx;
     cpu_rmsnorm(x, T, D, &L->attn_norm, b->h);
-    PI0_TRY(cpu_linear(ctx, b->h, T, &L->q_w, NULL, b->q));
     PI0_TRY(cpu_linear(ctx, b->h, T, &L->k_w, NULL, kc + (size_t)kv_row * KVD));
     PI0_TRY(cpu_linear(ctx, b->h, T, &L->v_w, NULL, vc + (size_t)kv_row * KVD));
-    cpu_rope(b->q, T, c->num_heads, c->head_dim, pos);
     cpu_rope(kc + (size_t)kv_row * KVD, T, c->num_kv_heads, c->head_dim, pos);
     if (kv_only) return PI0_OK;
+    PI0_TRY(cpu_linear(ctx, b->h, T, &L->q_w, NULL, b->q));
+    cpu_rope(b->q, T, c->num_heads, c->head_dim, pos);
     PI0_TRY(cpu_attention(ctx, b->q, kc, vc, T, S, c->num_heads, c->num_kv_heads, c->head_dim,
                           1.0f / sqrtf((float)c->head_dim), nkeys, b->scores, b->att));
     PI0_TRY(cpu_linear(ctx, b->att, T, &L->o_w, NULL, b->o));
