@@ -116,6 +116,8 @@ typedef struct {
 #define PI0_EXP_OP_TIMES 8u     /* with profile_stages: log per-op device times at session free */
 #define PI0_EXP_EXPERT_GEMM_ATTN 16u /* expert attention through cuBLASLt QK^T, softmax, PV (v12) instead of
                                         * the fused MQA kernel cuk_attention_mqa (the default since v13) */
+#define PI0_EXP_MQA_MERGE_ROW 32u /* cuk_attention_mqa: the warp-per-row merge (v13) instead of thread-per-4-columns */
+#define PI0_EXP_MQA_ROWS64 64u  /* cuk_attention_mqa: 64 query rows per CTA (v13c) instead of 32 (the default) */
 pi0_session_params pi0_session_default_params(void);
 
 pi0_status pi0_session_create(pi0_model *model, const pi0_session_params *params, pi0_session **out);

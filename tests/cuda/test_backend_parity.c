@@ -116,6 +116,8 @@ int main(void) {
 
     pi0_session_params sp = pi0_session_default_params();
     if (getenv("PI0_TEST_HORIZON")) sp.action_horizon = atoi(getenv("PI0_TEST_HORIZON"));
+    /* PI0_TEST_EXP=<bits>: opt-in CUDA variants (PI0_EXP_*) for the GPU sessions (the CPU backend ignores them) */
+    if (getenv("PI0_TEST_EXP")) sp.experimental = (unsigned)strtoul(getenv("PI0_TEST_EXP"), NULL, 0);
     pi0_session *sc, *sg, *sgp;
     TRY(pi0_session_create(mc, &sp, &sc));
     TRY(pi0_session_create(mg, &sp, &sg));

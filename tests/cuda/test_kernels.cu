@@ -275,6 +275,36 @@ static void test_attention(int R, int S, int hd, int nsplit) {
     free(q); free(k); free(v); free(oc); free(og); free(og2);
 }
 
+/* MQA attention for few query rows (state-row key limit; K/V allocated with exactly S rows) */
+static void test_attn_mqa(int R, int S, int hd, int rows_lim, int n_lim, int merge = CUK_MQA_MERGE_COL4,
+                          int tile_rows = 64) {
+    uint16_t *q = rand_bf((size_t)R * hd, 1.f), *k = rand_bf((size_t)S * hd, 1.f), *v = rand_bf((size_t)S * hd, 1.f);
+    uint16_t *oc = (uint16_t *)malloc((size_t)R * hd * 2), *og = (uint16_t *)malloc((size_t)R * hd * 2);
+    uint16_t *og2 = (uint16_t *)malloc((size_t)R * hd * 2);
+    uint16_t *q_d = dalloc<uint16_t>((size_t)R * hd), *k_d = dalloc<uint16_t>((size_t)S * hd), *v_d = dalloc<uint16_t>((size_t)S * hd);
+    uint16_t *o_d = dalloc<uint16_t>((size_t)R * hd);
+    size_t pf = (size_t)((S + 63) / 64) * R * (hd + 2);
+    float *part = dalloc<float>(pf);
+    up(q_d, q, (size_t)R * hd); up(k_d, k, (size_t)S * hd); up(v_d, v, (size_t)S * hd);
+    float scale = 1.f / sqrtf((float)hd);
+    CK(cudaMemset(o_d, 0xff, (size_t)R * hd * 2)); /* NaN poison */
+    CK(cudaMemset(part, 0xff, pf * 4));
+    CK(cuk_attention_mqa(0, q_d, R, k_d, v_d, S, hd, scale, rows_lim, n_lim, o_d, part, pf, merge, tile_rows));
+    CK(cudaDeviceSynchronize());
+    down(og, o_d, (size_t)R * hd);
+    cuk_attention_lim_ref(q, R, k, v, S, hd, scale, rows_lim, n_lim, oc);
+    char nm[96];
+    snprintf(nm, sizeof nm, "attn_mqa%s%s R=%d S=%d hd=%d lim=%d/%d", merge ? "(row)" : "", tile_rows == 32 ? "(32)" : "",
+             R, S, hd, rows_lim, n_lim);
+    cmp_bf(nm, og, oc, (size_t)R * hd, 1e-2);
+    CK(cudaMemset(o_d, 0xff, (size_t)R * hd * 2));
+    CK(cuk_attention_mqa(0, q_d, R, k_d, v_d, S, hd, scale, rows_lim, n_lim, o_d, part, pf, merge, tile_rows));
+    down(og2, o_d, (size_t)R * hd);
+    if (memcmp(og, og2, (size_t)R * hd * 2)) { printf("  attn_mqa not deterministic: FAIL\n"); g_fail = 1; }
+    cudaFree(q_d); cudaFree(k_d); cudaFree(v_d); cudaFree(o_d); cudaFree(part);
+    free(q); free(k); free(v); free(oc); free(og); free(og2);
+}
+
 static void test_skinny(int T, int N, int K, int mode) {
     uint16_t *X = rand_bf((size_t)T * K, 1.f), *W = rand_bf((size_t)N * K, 1.f / sqrtf((float)K));
     int No = mode == CUK_SK_GEGLU ? N / 2 : N;
@@ -396,6 +426,20 @@ int main(void) {
     test_attention(37, 200, 256, 3);
     test_attention(100, 300, 16, 0);
     test_attention(5, 1, 16, 0);
+    test_attn_mqa(408, 839, 256, 8, 790);  /* step 0: state token (8 head rows) + 50 actions */
+    test_attn_mqa(400, 839, 256, 0, 0);     /* steps 1-9 */
+    test_attn_mqa(88, 311, 256, 8, 263);    /* H = 10, partial row tile */
+    test_attn_mqa(37, 200, 256, 0, 0);
+    test_attn_mqa(22, 70, 16, 2, 60);       /* tiny config */
+    test_attn_mqa(102, 580, 16, 2, 530);    /* tiny config, full prefix (9 chunks) */
+    test_attn_mqa(5, 1, 16, 0, 0);
+    test_attn_mqa(16, 2048, 256, 8, 2000); /* 32 chunks: the most the merge takes */
+    test_attn_mqa(408, 839, 256, 8, 790, CUK_MQA_MERGE_ROW);
+    test_attn_mqa(102, 580, 16, 2, 530, CUK_MQA_MERGE_ROW);
+    test_attn_mqa(408, 839, 256, 8, 790, CUK_MQA_MERGE_COL4, 32);
+    test_attn_mqa(88, 311, 256, 8, 263, CUK_MQA_MERGE_COL4, 32);
+    test_attn_mqa(102, 580, 16, 2, 530, CUK_MQA_MERGE_COL4, 32);
+    test_attn_mqa(5, 1, 16, 0, 0, CUK_MQA_MERGE_COL4, 32);
     void *ws;
     CK(cudaMalloc(&ws, 32 << 20));
     pi0_gemm_ctx *g;

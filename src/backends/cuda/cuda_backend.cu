@@ -402,6 +402,9 @@ typedef struct {
     int skinny;      /* cuk_skinny_linear for T <= 64 (expert, state token); opt-in: PI0_CUDA_SKINNY=1 */
     size_t apart_floats;
     int gemm_attn;   /* 1: cuBLASLt QK^T + softmax + PV (default); 0: fused kernel (PI0_CUDA_FUSED_ATTN=1) */
+    int mqa_attn;    /* expert (T <= 64) attention through cuk_attention_mqa (default; off: PI0_EXP_EXPERT_GEMM_ATTN) */
+    int mqa_merge;   /* CUK_MQA_MERGE_COL4 (default) or CUK_MQA_MERGE_ROW (PI0_EXP_MQA_MERGE_ROW) */
+    int mqa_rows;    /* query rows per CTA of cuk_attention_mqa: 32 (default) or 64 (PI0_EXP_MQA_ROWS64) */
     float *rope_c, *rope_s; /* (Smax, hd/2) */
     /* suffix / flow */
     float *xa, *vel, *hs, *yf, *state;
@@ -515,6 +518,10 @@ static void carve(csess *s, const pi0_config *c, cmodel *cm, salloc *a) {
     s->kc = (bf *)sa(a, L * s->Srows * hd * 2);
     s->vc = (bf *)sa(a, L * s->Srows * hd * 2);
     s->apart_floats = (H > nh ? H : nh) * nh * (hd + 2) * 16;
+    {   /* cuk_attention_mqa: one partial per 64-key chunk for the H (+ state) expert tokens */
+        size_t mq = (size_t)(s->Srows / 64) * H * nh * (hd + 2);
+        if (mq > s->apart_floats) s->apart_floats = mq;
+    }
     s->apart = (float *)sa(a, s->apart_floats * 4);
     s->skpart_floats = 64 * (32768 + 2 * Fm + (nh + 2) * hd + Dm);
     s->skpart = (float *)sa(a, s->skpart_floats * 4);
@@ -618,6 +625,12 @@ static pi0_status cu_session_init(pi0_session *ss) {
     s->gemm_attn = !(ss->experimental & PI0_EXP_FUSED_ATTN);
     /* the hand-written skinny GEMM is correct but measured slower than cuBLASLt (bench/NOTES.md): opt-in */
     s->skinny = (ss->experimental & PI0_EXP_SKINNY_GEMM) != 0;
+    /* expert attention: the fused MQA kernel (one K/V chunk per CTA for all 8 heads x T tokens) measured
+     * E2E 19.46 vs 20.42 ms against cuBLASLt QK^T + softmax + PV (bench/NOTES.md, v13c): default */
+    s->mqa_attn = !(ss->experimental & PI0_EXP_EXPERT_GEMM_ATTN);
+    s->mqa_merge = (ss->experimental & PI0_EXP_MQA_MERGE_ROW) ? CUK_MQA_MERGE_ROW : CUK_MQA_MERGE_COL4;
+    /* 32-row CTAs (2 per SM, 182 CTAs for 408 rows x 839 keys) measured E2E 19.31 vs 19.69 ms with 64 (v13d) */
+    s->mqa_rows = (ss->experimental & PI0_EXP_MQA_ROWS64) ? 64 : 32;
     if ((ss->experimental & PI0_EXP_OP_TIMES) && ss->profile_stages) {
         s->optime = 1;
         s->mev = (cudaEvent_t *)calloc(4096, sizeof(cudaEvent_t));
@@ -835,7 +848,18 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
     CU(cuk_rope_qkv(st, s->qkv, s->rope_c, s->rope_s, pos0, T, nh, hd, s->qr, Kc, Vc));
     mark(f, tag, "rope");
     const int S = pos0 + T, Sld = (int)round8(S);
-    if (!s->gemm_attn) {
+    int mqa_done = 0;
+    if (s->gemm_attn && s->mqa_attn && T <= 64) {
+        cudaError_t e = cuk_attention_mqa(st, s->qr, T * nh, Kc, Vc, S, hd, 1.f / sqrtf((float)hd), state_rows,
+                                          pos0 + 1, s->o, s->apart, s->apart_floats, s->mqa_merge,
+                                          s->mqa_rows);
+        if (e != cudaSuccess && e != cudaErrorInvalidValue)
+            return pi0_fail(PI0_ERR_BACKEND, "cuk_attention_mqa(R=%d S=%d) failed: %s", T * nh, S, cudaGetErrorString(e));
+        mqa_done = e == cudaSuccess;
+        if (mqa_done) mark(f, tag, "attn_mqa");
+    }
+    if (mqa_done) {
+    } else if (!s->gemm_attn) {
         if (state_rows) return pi0_fail(PI0_ERR_BACKEND, "fused attention cannot mask the state token");
         CU(cuk_attention(st, s->qr, T * nh, Kc, Vc, S, hd, 1.f / sqrtf((float)hd), s->o, s->apart, s->apart_floats, 0));
         mark(f, tag, "attn");

@@ -117,6 +117,22 @@ cudaError_t cuk_attention(cudaStream_t st, const uint16_t *q, int R, const uint1
                           int hd, float scale, uint16_t *out, float *part, size_t part_floats, int nsplit);
 void cuk_attention_ref(const uint16_t *q, int R, const uint16_t *k, const uint16_t *v, int S, int hd, float scale,
                        uint16_t *out);
+/*
+ * MQA attention for few query rows (the expert: R = T * nh <= ~1024 rows share one K/V head): CTA =
+ * 64 (or 32) query rows x one 64-key chunk (K/V chunk staged once in shared memory by cp.async for all
+ * the CTA's rows), WMMA for Q K^T and P V, chunk-local softmax, f32 partials merged in a fixed order
+ * (deterministic). Rows r < rows_lim see only keys [0, n_lim) (the state token). Keys past S are
+ * zero-filled (no padding needed). part: >= ceil(S/64) * R * (hd + 2) floats and S <= 2048, else
+ * cudaErrorInvalidValue (caller falls back). hd % 16 == 0, hd <= 256.
+ * merge: CUK_MQA_MERGE_COL4 (one thread per row x 4 columns) or CUK_MQA_MERGE_ROW (one warp per row).
+ * tile_rows: query rows per CTA, 64 or 32 (any other value: 64).
+ */
+enum { CUK_MQA_MERGE_COL4 = 0, CUK_MQA_MERGE_ROW = 1 };
+cudaError_t cuk_attention_mqa(cudaStream_t st, const uint16_t *q, int R, const uint16_t *k, const uint16_t *v, int S,
+                              int hd, float scale, int rows_lim, int n_lim, uint16_t *out, float *part,
+                              size_t part_floats, int merge, int tile_rows);
+void cuk_attention_lim_ref(const uint16_t *q, int R, const uint16_t *k, const uint16_t *v, int S, int hd, float scale,
+                           int rows_lim, int n_lim, uint16_t *out);
 #ifdef __cplusplus
 }
 #endif
