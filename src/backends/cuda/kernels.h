@@ -3,6 +3,10 @@
  * (used by tests/cuda/test_kernels.cu). Launchers are asynchronous on `stream`
  * and return cudaSuccess or the launch error (cudaGetLastError after the launch).
  *
+ * One .cu per op beside this header: norms, rope, softmax, geglu, embed, small_ops, init,
+ * attention_mqa (the expert's attention), attention and skinny_gemm (experimental variants);
+ * shared device helpers in cuda_common.cuh.
+ *
  * bf16 data is passed as uint16_t* (raw bits) so the header is plain C.
  * Matrices are row-major.
  */

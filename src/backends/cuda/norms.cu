@@ -1,0 +1,95 @@
+/* LayerNorm (SigLIP) and Gemma RMSNorm (1+w): one CTA per row, statistics in f32 (launchers and CPU twins declared in kernels.h). */
+#include "backends/cuda/cuda_common.cuh"
+
+/* ---------------- LayerNorm ---------------- */
+#define NORM_THREADS 256
+
+__global__ void k_layernorm(const float *x, const float *g, const float *b, uint16_t *y, int w, float eps) {
+    extern __shared__ float row[];
+    __shared__ float red[33];
+    long long r = blockIdx.x;
+    const float *xr = x + r * w;
+    float s = 0.f;
+    for (int i = threadIdx.x; i < w; i += blockDim.x) {
+        float v = xr[i];
+        row[i] = v;
+        s += v;
+    }
+    float mu = block_sum(s, red) / (float)w;
+    float q = 0.f;
+    for (int i = threadIdx.x; i < w; i += blockDim.x) {
+        float d = row[i] - mu;
+        q += d * d;
+    }
+    float var = block_sum(q, red) / (float)w;
+    float rs = rsqrtf(var + eps);
+    for (int i = threadIdx.x; i < w; i += blockDim.x) st_bf(y, r * w + i, (row[i] - mu) * rs * g[i] + b[i]);
+}
+
+cudaError_t cuk_layernorm(cudaStream_t st, const float *x, const float *g, const float *b, uint16_t *y,
+                          int rows, int w, float eps) {
+    if (rows <= 0) return cudaSuccess;
+    k_layernorm<<<rows, NORM_THREADS, (size_t)w * sizeof(float), st>>>(x, g, b, y, w, eps);
+    LAUNCH_RET();
+}
+
+void cuk_layernorm_ref(const float *x, const float *g, const float *b, uint16_t *y, int rows, int w, float eps) {
+    for (int r = 0; r < rows; r++) {
+        double s = 0, q = 0;
+        for (int i = 0; i < w; i++) s += x[(size_t)r * w + i];
+        double mu = s / w;
+        for (int i = 0; i < w; i++) {
+            double d = x[(size_t)r * w + i] - mu;
+            q += d * d;
+        }
+        double rs = 1.0 / sqrt(q / w + eps);
+        for (int i = 0; i < w; i++)
+            y[(size_t)r * w + i] = f32_to_bf16((float)((x[(size_t)r * w + i] - mu) * rs * g[i] + b[i]));
+    }
+}
+
+/* ---------------- RMSNorm (1+w) ---------------- */
+template <int YDT>
+__global__ void k_rmsnorm(const float *x, const float *wt, void *y, int width, float eps) {
+    extern __shared__ float row[];
+    __shared__ float red[33];
+    long long r = blockIdx.x;
+    const float *xr = x + r * width;
+    float q = 0.f;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) {
+        float v = xr[i];
+        row[i] = v;
+        q += v * v;
+    }
+    float rs = rsqrtf(block_sum(q, red) / (float)width + eps);
+    for (int i = threadIdx.x; i < width; i += blockDim.x) {
+        float v = row[i] * rs * (1.f + wt[i]);
+        if (YDT == CUK_BF16) st_bf((uint16_t *)y, r * width + i, v);
+        else ((float *)y)[r * width + i] = v;
+    }
+}
+
+cudaError_t cuk_rmsnorm(cudaStream_t st, const float *x, const float *w, void *y, int ydt, int rows,
+                        int width, float eps) {
+    if (rows <= 0) return cudaSuccess;
+    size_t sm = (size_t)width * sizeof(float);
+    if (ydt == CUK_BF16) k_rmsnorm<CUK_BF16><<<rows, NORM_THREADS, sm, st>>>(x, w, y, width, eps);
+    else k_rmsnorm<CUK_F32><<<rows, NORM_THREADS, sm, st>>>(x, w, y, width, eps);
+    LAUNCH_RET();
+}
+
+void cuk_rmsnorm_ref(const float *x, const float *w, void *y, int ydt, int rows, int width, float eps) {
+    for (int r = 0; r < rows; r++) {
+        double q = 0;
+        for (int i = 0; i < width; i++) {
+            double v = x[(size_t)r * width + i];
+            q += v * v;
+        }
+        double rs = 1.0 / sqrt(q / width + eps);
+        for (int i = 0; i < width; i++) {
+            float v = (float)(x[(size_t)r * width + i] * rs * (1.0 + w[i]));
+            if (ydt == CUK_BF16) ((uint16_t *)y)[(size_t)r * width + i] = f32_to_bf16(v);
+            else ((float *)y)[(size_t)r * width + i] = v;
+        }
+    }
+}
