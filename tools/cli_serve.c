@@ -81,16 +81,7 @@ int cmd_serve(int argc, char **argv) {
     pp.random_config = random_config;
     if (sp.verbose) srv_log_set_level(SRV_DEBUG);
 
-    /* SIGTERM/SIGINT: a handler (not a blocked mask: threads that libraries start before main,
-     * e.g. OpenBLAS's, would take the default action and kill the process); the server's own
-     * threads block all signals. */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    pi0_server_install_signals(on_signal);
 
     pp.model.progress = cli_progress;
     pp.model.progress_user = "load";

@@ -332,3 +332,13 @@ void pi0_server_get_stats(pi0_server *s, pi0_server_stats *out) {
     ws_server_get_stats(s->ws, &w);
     *out = (pi0_server_stats){w.connections, w.requests, w.responses, w.errors, w.dropped, w.health_checks, w.rejected_http};
 }
+
+void pi0_server_install_signals(void (*handler)(int)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}

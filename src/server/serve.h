@@ -87,6 +87,10 @@ void pi0_server_get_stats(pi0_server *s, pi0_server_stats *out);
 
 /* Parse a size with an optional K/M/G suffix (binary units). Returns 0 or -1. */
 int pi0_server_parse_size(const char *s, size_t *out);
+/* For a server's main(): SIGTERM/SIGINT go to handler (a handler, not a blocked mask: threads
+ * that libraries start before main, e.g. OpenBLAS's, would otherwise take the default action and
+ * kill the process; the server's own threads block all signals); SIGPIPE is ignored. */
+void pi0_server_install_signals(void (*handler)(int));
 
 #ifdef __cplusplus
 }

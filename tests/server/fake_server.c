@@ -118,13 +118,7 @@ int main(int argc, char **argv) {
         else return fprintf(stderr, "pi0_server_fake: unknown option %s\n", a), 2;
 #undef OPT
     }
-    struct sigaction sa; /* a handler, not a blocked mask: OpenBLAS's threads start before main */
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    pi0_server_install_signals(on_signal);
     pi0_server *srv;
     pi0_status st = pi0_server_start(&b, &sp, &srv);
     if (st != PI0_OK) return fprintf(stderr, "error: %s: %s\n", pi0_status_name(st), pi0_last_error()), 1;
