@@ -71,7 +71,8 @@ static unsigned experimental_from_env(void) {
 static int usage(void) {
     fprintf(stderr, "usage: pi0 bench [-m MODEL] [--config full|tiny] [--backend auto|cpu|cuda] [--horizon H] [--steps N]\n"
                     "                 [--cameras 1-3] [--prompt-len L] [--max-len 48] [--runs N] [--warmup N]\n"
-                    "                 [--stage-runs N] [--seed N] [--threads N] [--reference] [--json]\n");
+                    "                 [--stage-runs N] [--seed N] [--threads N] [--reference] [--json]\n"
+                    "                 [--peak-tflops 798] [--peak-tbs 3.0]   (GPU floors, H100 defaults)\n");
     return 2;
 }
 
@@ -80,6 +81,8 @@ int cmd_bench(int argc, char **argv) {
     pi0_model_params mp = pi0_model_default_params();
     int horizon = 50, steps = 10, cams = 3, prompt_len = 20, max_len = 48, runs = -1, warmup = -1, stage_runs = -1;
     int json = 0, reference = 0;
+    /* ceilings measured on the lent H100 (bf16 GEMM on random data, device copy): the floors */
+    double peak_tflops = 798.0, peak_tbs = 3.0;
     uint64_t seed = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -96,6 +99,8 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--stage-runs") && has) stage_runs = atoi(argv[++i]);
         else if (!strcmp(a, "--seed") && has) seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(a, "--threads") && has) mp.n_threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--peak-tflops") && has) peak_tflops = atof(argv[++i]);
+        else if (!strcmp(a, "--peak-tbs") && has) peak_tbs = atof(argv[++i]);
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--reference")) reference = 1;
         else if (!strcmp(a, "--backend") && has) {
@@ -107,7 +112,9 @@ int cmd_bench(int argc, char **argv) {
         cams = 2;
         prompt_len = 20;
     }
-    if (cams < 1 || cams > 3 || horizon < 1 || steps < 1 || prompt_len < 0 || prompt_len > max_len) return usage();
+    if (cams < 1 || cams > 3 || horizon < 1 || steps < 1 || prompt_len < 0 || prompt_len > max_len ||
+        !(peak_tflops > 0) || !(peak_tbs > 0))
+        return usage();
     mp.progress = cli_progress;
     mp.progress_user = model ? "load" : "random weights";
     pi0_model *m;
@@ -188,9 +195,12 @@ int cmd_bench(int argc, char **argv) {
             printf("|----------|------------|------------|------------|------------|----------|\n");
             printf("| %-8s | %10.3f | %10.3f | %10.3f | %10.3f | %8.1f |\n\n", be, med, pct(e2e, runs, 0.1),
                    pct(e2e, runs, 0.9), e2e[0], 1000.0 / med);
-            printf("Per stage (median of %d profiled runs)\n", stage_runs);
-            printf("| %-22s | %10s | %9s | %9s | %8s | %8s |\n", "stage", "ms", "GFLOP", "TFLOP/s", "GB", "GB/s");
-            printf("|------------------------|------------|-----------|-----------|----------|----------|\n");
+            printf("Per stage (median of %d profiled runs)", stage_runs);
+            if (gpu) printf("; floor = max(GFLOP / %.0f TFLOP/s, weight GB / %.2f TB/s)", peak_tflops, peak_tbs);
+            printf("\n| %-22s | %10s | %9s | %9s | %8s | %8s |%s\n", "stage", "ms", "GFLOP", "TFLOP/s", "GB", "GB/s",
+                   gpu ? "  floor ms | x floor |" : "");
+            printf("|------------------------|------------|-----------|-----------|----------|----------|%s\n",
+                   gpu ? "-----------|---------|" : "");
             struct {
                 const char *name;
                 double ms, gflop, gb;
@@ -201,8 +211,13 @@ int cmd_bench(int argc, char **argv) {
             char label[32];
             for (int r = 0; r < 4; r++) {
                 snprintf(label, sizeof label, r == 2 ? "%s (%d steps)" : "%s", rows[r].name, steps);
-                printf("| %-22s | %10.3f | %9.1f | %9.3f | %8.3f | %8.1f |\n", label, rows[r].ms, rows[r].gflop,
+                printf("| %-22s | %10.3f | %9.1f | %9.3f | %8.3f | %8.1f |", label, rows[r].ms, rows[r].gflop,
                        rows[r].gflop / rows[r].ms /* GFLOP per ms = TFLOP/s */, rows[r].gb, rows[r].gb / rows[r].ms * 1e3);
+                if (gpu) { /* GFLOP / (TFLOP/s) and GB / (TB/s) are both milliseconds */
+                    double fl = rows[r].gflop / peak_tflops, fb = rows[r].gb / peak_tbs, floor = fl > fb ? fl : fb;
+                    printf(" %9.3f | %7.1f |", floor, rows[r].ms / floor);
+                }
+                printf("\n");
             }
         }
     }
