@@ -6,6 +6,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from pi0_testutil import built  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -23,7 +25,4 @@ def base_seed(request):
 
 @pytest.fixture(scope="session")
 def cli():
-    path = os.environ.get("PI0_CLI") or os.path.join(ROOT, "build", "pi0")
-    if not os.path.exists(path):
-        pytest.skip(f"pi0 CLI not built at {path} (set PI0_CLI)")
-    return path
+    return built("PI0_CLI", "pi0")

@@ -14,34 +14,29 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from pi0_testutil import built  # noqa: E402
 sys.path.insert(0, os.path.join(ROOT, "python"))
 
 if os.environ.get("PI0_CLI") and not os.environ.get("PI0_POLICY_TESTS"):
     collect_ignore_glob = ["test_*.py"]
 
 
-def _built(env, name):
-    path = os.environ.get(env) or os.path.join(ROOT, "build", name)
-    if not os.path.exists(path):
-        pytest.skip(f"{name} not built at {path} (set {env})")
-    return path
-
-
 @pytest.fixture(scope="session")
 def tool():
-    return _built("PI0_POLICY_TOOL", "pi0_policy_tool")
+    return built("PI0_POLICY_TOOL", "pi0_policy_tool")
 
 
 @pytest.fixture(scope="session")
 def pi0_cli():
-    return _built("PI0_CLI", "pi0")
+    return built("PI0_CLI", "pi0")
 
 
 @pytest.fixture(scope="session")
 def libpi0():
     if os.environ.get("PI0_POLICY_CTYPES", "1") == "0":
         pytest.skip("ctypes tests are off on sanitized builds (PI0_POLICY_CTYPES=0)")
-    return _built("PI0_LIBRARY", "libpi0.so")
+    return built("PI0_LIBRARY", "libpi0.so")
 
 
 def run(*args, check=True):

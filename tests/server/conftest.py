@@ -21,6 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from pi0_testutil import built  # noqa: E402
 
 if os.environ.get("PI0_CLI") and not os.environ.get("PI0_SERVER_TESTS"):
     collect_ignore_glob = ["test_*.py"]
@@ -42,13 +44,6 @@ def report(line):
 def pytest_configure(config):
     # openpi-client connects without a context manager, which websockets >= 14 warns about
     config.addinivalue_line("filterwarnings", "ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
-
-
-def built(env, name):
-    path = os.environ.get(env) or os.path.join(ROOT, "build", name)
-    if not os.path.exists(path):
-        pytest.skip(f"{name} not built at {path} (set {env})")
-    return path
 
 
 @pytest.fixture(scope="session")
