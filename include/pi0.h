@@ -117,7 +117,11 @@ typedef struct {
 #define PI0_EXP_EXPERT_GEMM_ATTN 16u /* expert attention through cuBLASLt QK^T, softmax, PV (v12) instead of
                                         * the fused MQA kernel cuk_attention_mqa (the default since v13) */
 #define PI0_EXP_MQA_MERGE_ROW 32u /* cuk_attention_mqa: the warp-per-row merge (v13) instead of thread-per-4-columns */
-#define PI0_EXP_MQA_ROWS64 64u  /* cuk_attention_mqa: 64 query rows per CTA (v13c) instead of 32 (the default) */
+#define PI0_EXP_MQA_ROWS64 64u  /* cuk_attention_mqa: the v13 two-kernel path with 64 query rows per CTA (v13c) */
+#define PI0_EXP_MQA_V13 256u    /* cuk_attention_mqa: the v13 two-kernel path (32-row x 64-key CTAs + merge kernel)
+                                 * instead of the one-launch flash kernel (v2, the default) */
+#define PI0_EXP_NO_FLASH_ATTN 128u /* ViT and prefill attention through cuBLASLt QK^T, softmax, PV (v14) instead of
+                                    * the fused flash kernel cuk_flash_attn */
 pi0_session_params pi0_session_default_params(void);
 
 pi0_status pi0_session_create(pi0_model *model, const pi0_session_params *params, pi0_session **out);

@@ -294,7 +294,8 @@ static void test_attn_mqa(int R, int S, int hd, int rows_lim, int n_lim, int mer
     down(og, o_d, (size_t)R * hd);
     cuk_attention_lim_ref(q, R, k, v, S, hd, scale, rows_lim, n_lim, oc);
     char nm[96];
-    snprintf(nm, sizeof nm, "attn_mqa%s%s R=%d S=%d hd=%d lim=%d/%d", merge ? "(row)" : "", tile_rows == 32 ? "(32)" : "",
+    snprintf(nm, sizeof nm, "attn_mqa%s%s R=%d S=%d hd=%d lim=%d/%d", merge ? "(row)" : "",
+             tile_rows == 32 ? "(32)" : tile_rows == CUK_MQA_FLASH ? "(flash)" : tile_rows == CUK_MQA_FLASH_PUSH ? "(push)" : "",
              R, S, hd, rows_lim, n_lim);
     cmp_bf(nm, og, oc, (size_t)R * hd, 1e-2);
     CK(cudaMemset(o_d, 0xff, (size_t)R * hd * 2));
@@ -305,7 +306,63 @@ static void test_attn_mqa(int R, int S, int hd, int rows_lim, int n_lim, int mer
     free(q); free(k); free(v); free(oc); free(og); free(og2);
 }
 
-static void test_skinny(int T, int N, int K, int mode) {
+/* Fused flash attention (cuk_flash_attn) vs its CPU twin. vit: nb cameras of R tokens, q/k/v interleaved
+ * as the fused QKV GEMM writes them (row = [q | k | v], head h at columns h*hd), out (nb*R, nh*hd);
+ * else MQA (prefill): R = tokens x heads query rows over one K/V head of S rows. */
+static void test_flash(int vit, int nb, int nh, int R, int S, int hd, int variant = 0) {
+    cuk_flash_args a;
+    memset(&a, 0, sizeof a);
+    size_t nin, no;
+    const long long W = (long long)nh * hd;
+    if (vit) {
+        nin = (size_t)nb * R * 3 * W;
+        no = (size_t)nb * R * W;
+        a.ldq = a.ldk = a.ldv = 3 * W; a.ldo = W;
+        a.q_bs = a.k_bs = a.v_bs = (long long)R * 3 * W; a.o_bs = (long long)R * W;
+        a.q_hs = a.k_hs = a.v_hs = a.o_hs = hd;
+        a.nb = nb; a.nh = nh; a.R = R; a.S = R;
+    } else {
+        nin = (size_t)(R + 2 * S) * hd;
+        no = (size_t)R * hd;
+        a.ldq = a.ldk = a.ldv = a.ldo = hd;
+        a.nb = 1; a.nh = 1; a.R = R; a.S = S;
+    }
+    a.hd = hd; a.scale = 1.f / sqrtf((float)hd); a.variant = variant;
+    uint16_t *in = rand_bf(nin, 1.f), *oc = (uint16_t *)calloc(no, 2), *og = (uint16_t *)malloc(no * 2);
+    uint16_t *og2 = (uint16_t *)malloc(no * 2);
+    uint16_t *in_d = dalloc<uint16_t>(nin), *o_d = dalloc<uint16_t>(no);
+    up(in_d, in, nin);
+    cuk_flash_args h = a, d = a;
+    const long long ko = vit ? W : (long long)R * hd, vo = vit ? 2 * W : (long long)(R + S) * hd;
+    h.q = in; h.k = in + ko; h.v = in + vo; h.o = oc;
+    d.q = in_d; d.k = in_d + ko; d.v = in_d + vo; d.o = o_d;
+    char nm[96];
+    snprintf(nm, sizeof nm, "flash %s nb=%d nh=%d R=%d S=%d hd=%d v%d", vit ? "vit" : "mqa", nb, nh, R, S, hd, variant);
+    CK(cudaMemset(o_d, 0xff, no * 2)); /* NaN poison */
+    cudaError_t e = cuk_flash_attn(0, &d);
+    if (e != cudaSuccess) {
+        printf("  %-34s launch: %s FAIL\n", nm, cudaGetErrorString(e));
+        g_fail = 1;
+    } else {
+        down(og, o_d, no);
+        cuk_flash_attn_ref(&h);
+        cmp_bf(nm, og, oc, no, 1e-2);
+        CK(cudaMemset(o_d, 0xff, no * 2));
+        CK(cuk_flash_attn(0, &d));
+        down(og2, o_d, no);
+        if (memcmp(og, og2, no * 2)) { printf("  flash attention not deterministic: FAIL\n"); g_fail = 1; }
+        /* the backend's launchers on the same data */
+        CK(cudaMemset(o_d, 0xff, no * 2));
+        if (vit) CK(cuk_flash_attn_vit(0, in_d, nb, R, nh, hd, a.scale, o_d));
+        else CK(cuk_flash_attn_mqa(0, in_d, R, in_d + ko, in_d + vo, S, hd, a.scale, o_d));
+        down(og2, o_d, no);
+        if (variant == 0 && memcmp(og, og2, no * 2)) { printf("  flash launcher != cuk_flash_attn: FAIL\n"); g_fail = 1; }
+    }
+    cudaFree(in_d); cudaFree(o_d);
+    free(in); free(oc); free(og); free(og2);
+}
+
+static void test_skinny(int T, int N, int K, int mode, int nw = 0, int cs = 0, int mt = 0) {
     uint16_t *X = rand_bf((size_t)T * K, 1.f), *W = rand_bf((size_t)N * K, 1.f / sqrtf((float)K));
     int No = mode == CUK_SK_GEGLU ? N / 2 : N;
     float *R0 = rand_f((size_t)T * No, 1.f, 0.f);
@@ -328,27 +385,83 @@ static void test_skinny(int T, int N, int K, int mode) {
         }
     uint16_t *X_d = dalloc<uint16_t>((size_t)T * K), *W_d = dalloc<uint16_t>((size_t)N * K);
     float *o_d = dalloc<float>((size_t)T * No);
-    size_t pf = (size_t)64 * (32768 + N);
-    float *part = dalloc<float>(pf);
     up(X_d, X, (size_t)T * K); up(W_d, W, (size_t)N * K);
     if (mode == CUK_SK_RESID) up(o_d, R0, (size_t)T * No);
-    CK(cuk_skinny_linear(0, X_d, K, T, W_d, N, K, mode, o_d, No, part, pf));
-    if (mode == CUK_SK_RESID) {
-        float *o = (float *)malloc((size_t)T * No * 4);
-        down(o, o_d, (size_t)T * No);
-        for (size_t i = 0; i < (size_t)T * No; i++) got[i] = o[i];
-        free(o);
-    } else {
-        uint16_t *o = (uint16_t *)malloc((size_t)T * No * 2);
-        down(o, (uint16_t *)o_d, (size_t)T * No);
-        for (size_t i = 0; i < (size_t)T * No; i++) got[i] = bf16_to_f32(o[i]);
-        free(o);
+    else CK(cudaMemset(o_d, 0xff, (size_t)T * No * 4)); /* NaN poison */
+    cudaError_t le = cuk_skinny_linear_cfg(0, X_d, K, T, W_d, N, K, mode, o_d, No, nw, cs, mt);
+    if (le == cudaErrorInvalidValue) {
+        printf("  skinny T=%d N=%d K=%d mode %d nw %d cs %d: unsupported shape: FAIL\n", T, N, K, mode, nw, cs);
+        g_fail = 1;
+        return;
     }
+    CK(le);
+    CK(cudaDeviceSynchronize());
+    size_t ob = (size_t)T * No * (mode == CUK_SK_RESID ? 4 : 2);
+    unsigned char *first = (unsigned char *)malloc(ob), *again = (unsigned char *)malloc(ob);
+    CK(cudaMemcpy(first, o_d, ob, cudaMemcpyDeviceToHost));
+    if (mode == CUK_SK_RESID) {
+        float *o = (float *)first;
+        for (size_t i = 0; i < (size_t)T * No; i++) got[i] = o[i];
+        up(o_d, R0, (size_t)T * No);
+    } else {
+        uint16_t *o = (uint16_t *)first;
+        for (size_t i = 0; i < (size_t)T * No; i++) got[i] = bf16_to_f32(o[i]);
+        CK(cudaMemset(o_d, 0xff, (size_t)T * No * 4));
+    }
+    CK(cuk_skinny_linear_cfg(0, X_d, K, T, W_d, N, K, mode, o_d, No, nw, cs, mt)); /* determinism */
+    CK(cudaMemcpy(again, o_d, ob, cudaMemcpyDeviceToHost));
+    if (memcmp(first, again, ob)) { printf("  skinny not deterministic: FAIL\n"); g_fail = 1; }
+    free(first); free(again);
     char nm[80];
-    snprintf(nm, sizeof nm, "skinny T=%d N=%d K=%d mode %d", T, N, K, mode);
+    snprintf(nm, sizeof nm, "skinny T=%d N=%d K=%d mode %d nw %d cs %d mt %d", T, N, K, mode, nw, cs, mt);
     report(nm, got, ref, (size_t)T * No, mode == CUK_SK_RESID ? 1e-4 : 1e-2);
-    cudaFree(X_d); cudaFree(W_d); cudaFree(o_d); cudaFree(part);
+    cudaFree(X_d); cudaFree(W_d); cudaFree(o_d);
     free(X); free(W); free(R0); free(ref); free(got); free(y);
+}
+
+/* fused QKV GEMM + RoPE + K/V scatter vs (double GEMM -> bf16 -> cuk_rope_qkv_ref) */
+static void test_skinny_rope(int T, int nh, int hd, int K, int pos0) {
+    const int N = (nh + 2) * hd, half = hd / 2, S = pos0 + T;
+    uint16_t *X = rand_bf((size_t)T * K, 1.f), *W = rand_bf((size_t)N * K, 1.f / sqrtf((float)K));
+    float *cs = (float *)malloc((size_t)S * half * 4), *sn = (float *)malloc((size_t)S * half * 4);
+    for (int p = 0; p < S; p++)
+        for (int i = 0; i < half; i++) {
+            double a = p / pow(10000.0, 2.0 * i / hd);
+            cs[(size_t)p * half + i] = (float)cos(a);
+            sn[(size_t)p * half + i] = (float)sin(a);
+        }
+    uint16_t *qkv = (uint16_t *)malloc((size_t)T * N * 2);
+    for (int t = 0; t < T; t++)
+        for (int n = 0; n < N; n++) {
+            double a = 0;
+            for (int k = 0; k < K; k++) a += (double)bf16_to_f32(X[(size_t)t * K + k]) * bf16_to_f32(W[(size_t)n * K + k]);
+            qkv[(size_t)t * N + n] = f32_to_bf16((float)a);
+        }
+    size_t nq = (size_t)T * nh * hd, nkv = (size_t)S * hd;
+    uint16_t *qc = (uint16_t *)calloc(nq, 2), *kcc = (uint16_t *)calloc(nkv, 2), *vcc = (uint16_t *)calloc(nkv, 2);
+    cuk_rope_qkv_ref(qkv, cs, sn, pos0, T, nh, hd, qc, kcc, vcc);
+    uint16_t *X_d = dalloc<uint16_t>((size_t)T * K), *W_d = dalloc<uint16_t>((size_t)N * K);
+    uint16_t *q_d = dalloc<uint16_t>(nq), *k_d = dalloc<uint16_t>(nkv), *v_d = dalloc<uint16_t>(nkv);
+    float *cs_d = dalloc<float>((size_t)S * half), *sn_d = dalloc<float>((size_t)S * half);
+    up(X_d, X, (size_t)T * K); up(W_d, W, (size_t)N * K); up(cs_d, cs, (size_t)S * half); up(sn_d, sn, (size_t)S * half);
+    CK(cudaMemset(q_d, 0xff, nq * 2));
+    CK(cudaMemset(k_d, 0, nkv * 2)); CK(cudaMemset(v_d, 0, nkv * 2));
+    CK(cudaMemset(k_d + (size_t)pos0 * hd, 0xff, (size_t)T * hd * 2));
+    CK(cudaMemset(v_d + (size_t)pos0 * hd, 0xff, (size_t)T * hd * 2));
+    CK(cuk_skinny_qkv_rope(0, X_d, K, T, W_d, K, cs_d, sn_d, pos0, nh, hd, q_d, k_d, v_d));
+    uint16_t *qg = (uint16_t *)malloc(nq * 2), *kg = (uint16_t *)malloc(nkv * 2), *vg = (uint16_t *)malloc(nkv * 2);
+    down(qg, q_d, nq); down(kg, k_d, nkv); down(vg, v_d, nkv);
+    char nm[96];
+    snprintf(nm, sizeof nm, "skinny_qkv_rope T=%d nh=%d hd=%d K=%d pos0=%d: q", T, nh, hd, K, pos0);
+    cmp_bf(nm, qg, qc, nq, 1e-2);
+    snprintf(nm, sizeof nm, "skinny_qkv_rope T=%d: k rows", T);
+    cmp_bf(nm, kg + (size_t)pos0 * hd, kcc + (size_t)pos0 * hd, (size_t)T * hd, 1e-2);
+    snprintf(nm, sizeof nm, "skinny_qkv_rope T=%d: v rows", T);
+    cmp_bf(nm, vg + (size_t)pos0 * hd, vcc + (size_t)pos0 * hd, (size_t)T * hd, 1e-2);
+    for (size_t i = 0; i < (size_t)pos0 * hd; i++)
+        if (kg[i] || vg[i]) { printf("  skinny_qkv_rope wrote outside its cache rows: FAIL\n"); g_fail = 1; break; }
+    cudaFree(X_d); cudaFree(W_d); cudaFree(q_d); cudaFree(k_d); cudaFree(v_d); cudaFree(cs_d); cudaFree(sn_d);
+    free(X); free(W); free(cs); free(sn); free(qkv); free(qc); free(kcc); free(vcc); free(qg); free(kg); free(vg);
 }
 
 /* pi0_linear: Y (T, out) = X W^T + bias (+ beta Y), epilogues, bf16 / f32 outputs */
@@ -415,11 +528,21 @@ int main(void) {
     test_geglu(3, 20);
     test_misc();
     test_skinny(50, 2560, 1024, CUK_SK_BF16);
-    test_skinny(50, 8192, 1024, CUK_SK_GEGLU);
+    test_skinny(51, 8192, 1024, CUK_SK_GEGLU);
     test_skinny(50, 1024, 4096, CUK_SK_RESID);
+    test_skinny(51, 1024, 2048, CUK_SK_RESID);
     test_skinny(1, 1024, 2048, CUK_SK_RESID);
-    test_skinny(13, 64, 32, CUK_SK_BF16);
+    test_skinny(11, 2560, 1024, CUK_SK_BF16, 8, 1, 2);
+    test_skinny(51, 1024, 2048, CUK_SK_RESID, 4, 8, 2);
+    test_skinny(33, 1024, 4096, CUK_SK_RESID, 8, 8);
+    test_skinny(50, 8192, 1024, CUK_SK_GEGLU, 4, 4);
+    test_skinny(13, 64, 32, CUK_SK_BF16);     /* tiny config shapes: partial tiles */
     test_skinny(64, 128, 48, CUK_SK_GEGLU);
+    test_skinny(22, 32, 64, CUK_SK_RESID, 4, 2);
+    test_skinny(7, 48, 80, CUK_SK_BF16, 8, 1);
+    test_skinny_rope(51, 8, 256, 1024, 788);
+    test_skinny_rope(50, 8, 256, 1024, 789);
+    test_skinny_rope(3, 2, 64, 128, 5);
     test_attention(400, 839, 256, 0);
     test_attention(8, 531, 256, 0);
     test_attention(600, 530, 256, 1);
@@ -440,6 +563,36 @@ int main(void) {
     test_attn_mqa(88, 311, 256, 8, 263, CUK_MQA_MERGE_COL4, 32);
     test_attn_mqa(102, 580, 16, 2, 530, CUK_MQA_MERGE_COL4, 32);
     test_attn_mqa(5, 1, 16, 0, 0, CUK_MQA_MERGE_COL4, 32);
+    /* the one-launch flash kernel (v2, CUK_MQA_FLASH) on every shape above */
+    test_attn_mqa(408, 839, 256, 8, 790, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH);
+    test_attn_mqa(400, 839, 256, 0, 0, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH);
+    test_attn_mqa(88, 311, 256, 8, 263, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH);
+    test_attn_mqa(37, 200, 256, 0, 0, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH);
+    test_attn_mqa(22, 70, 16, 2, 60, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH);
+    test_attn_mqa(102, 580, 16, 2, 530, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH);
+    test_attn_mqa(5, 1, 16, 0, 0, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH);
+    test_attn_mqa(16, 2048, 256, 8, 2000, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH);
+    /* the same with the partials pushed to the row owners (st.async) instead of pulled */
+    test_attn_mqa(408, 839, 256, 8, 790, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_PUSH);
+    test_attn_mqa(88, 311, 256, 8, 263, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_PUSH);
+    test_attn_mqa(102, 580, 16, 2, 530, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_PUSH);
+    test_flash(1, 3, 16, 256, 256, 72);      /* SigLIP ViT: 3 cameras x 16 heads, hd 72 (padded to 80) */
+    test_flash(1, 1, 16, 256, 256, 72, 41);  /* other tile shapes */
+    test_flash(1, 2, 16, 256, 256, 72, 44);
+    test_flash(1, 3, 4, 256, 256, 12);       /* tiny config ViT (hd 12: element loads) */
+    test_flash(1, 2, 3, 50, 50, 8);
+    test_flash(0, 1, 1, 8 * 788, 788, 256);  /* prefill P = 788: 8 heads x P rows, one K/V head */
+    test_flash(0, 1, 1, 8 * 531, 531, 256);  /* odd P */
+    test_flash(0, 1, 1, 8 * 531, 531, 256, 42);
+    test_flash(0, 1, 1, 8 * 300, 300, 256, 24);
+    test_flash(0, 1, 1, 8 * 77, 77, 256, 41);
+    test_flash(0, 1, 1, 8, 1, 256);
+    test_flash(0, 1, 1, 8 * 300, 300, 256, 742); /* the 64-row shape the default takes when it needs fewer waves */
+    test_flash(0, 1, 1, 2 * 530, 530, 16);   /* tiny config prefill (2 heads, hd 16) */
+    test_flash(0, 1, 1, 2 * 67, 67, 16);
+    test_flash(1, 1, 2, 100, 100, 128);      /* the other padded head dims (128, 64, 32) */
+    test_flash(1, 2, 2, 70, 70, 40);
+    test_flash(0, 1, 1, 2 * 90, 90, 24);
     void *ws;
     CK(cudaMalloc(&ws, 32 << 20));
     pi0_gemm_ctx *g;

@@ -214,11 +214,564 @@ __global__ void k_mqa_merge4(const float *__restrict__ part, int R, int hd, int 
     *(uint2 *)(out + (long long)r * hd + c) = *(const uint2 *)o;
 }
 
+/* ---------------- MQA flash-decoding attention (v2): key splits = one thread-block cluster ---------------- */
+/*
+ * CTA (split, tile) = NR x 16 query rows x the keys of one split; the ns splits of a row tile form one
+ * cluster (ns <= 16). Warp (rt, kg): 16 rows (rt) x the kg-th KC/NK keys of every KC-key chunk, all hd
+ * columns: S = Q K^T and O += P V by mma.sync m16n8k16 (bf16, f32 accumulate) from ldmatrix fragments, P
+ * kept in registers (the S accumulator re-packed as the A operand of P V), online softmax in log2 units.
+ * The CTA loops over its chunks with a double-buffered cp.async ring (the first chunk's Q and K in two
+ * column halves, so Q K^T starts on half of them; K and V of a chunk in separate groups, so Q K^T runs
+ * while V lands); keys past S are zero-filled and masked. The P row sums use the bf16-rounded P, as P V does.
+ * Merge of the splits, in a fixed order (bitwise deterministic), CTA rank c owning the rows c, c + ns, ...:
+ *  - pull (default): each warp's unnormalised O, running max m and sum l go to shared memory over the dead
+ *    Q/K/V buffers (optionally the NK key groups merged locally first: MQ_PREMERGE); cluster barrier
+ *    (release/acquire); the owner reads every split's partial of its rows through distributed shared
+ *    memory, one warp per row; relaxed cluster barrier so that no CTA leaves while it is read;
+ *  - push (MQ_PUSH): relaxed cluster barrier; each thread sends its O rows (float4 after a lane-pair
+ *    exchange), m and l from registers to the owner with st.async, counted on the owner's mbarrier
+ *    (expect_tx set at kernel start); the owner waits on it and merges from its own shared memory.
+ * Measured on the H100 (bench/results/2026-11-24-h100-mqa-v2-playground.txt): both merges cost ~5 us for
+ * R = 408 (64 KB of f32 partials into every CTA), push ~1.5 us more than pull; the math runs at ~15 cycles
+ * per HMMA.16816 per SM sub-partition (ldmatrix-bound), ~2 us per 64 x 64 chunk-tile.
+ * No global workspace, one launch.
+ */
+#include <cooperative_groups.h>
+namespace cg = cooperative_groups;
+
+struct MqArgs {
+    const bf16 *q, *k, *v;
+    bf16 *out;
+    int R, S, rows_lim, n_lim, ns, nbuf, premerge, push;
+    float sl2; /* scale * log2(e) */
+    int diag;  /* MQ_DIAG builds only (dev/cuda/attention_mqa.cu): 1 skip K/V loads, 2 skip the math, 4 skip the merge */
+};
+
+static __device__ __forceinline__ void mq_cp16(void *s, const void *g, bool valid) {
+    unsigned sa = (unsigned)__cvta_generic_to_shared(s);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g), "r"(valid ? 16 : 0));
+}
+static __device__ __forceinline__ void mq_ldsm(uint32_t (&r)[4], const void *p) {
+    unsigned sa = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(sa));
+}
+static __device__ __forceinline__ void mq_ldsm_t(uint32_t (&r)[4], const void *p) {
+    unsigned sa = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(sa));
+}
+/* distributed shared memory: the address of a shared variable in CTA `rank` of the cluster; asynchronous
+ * stores there that count their bytes on an mbarrier of that CTA (complete_tx) */
+static __device__ __forceinline__ unsigned mq_mapa(const void *p, unsigned rank) {
+    unsigned r, a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(a), "r"(rank));
+    return r;
+}
+static __device__ __forceinline__ void mq_st_async4(unsigned ra, float x, float y, float z, float w, unsigned rbar) {
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];\n" ::"r"(ra),
+                 "f"(x), "f"(y), "f"(z), "f"(w), "r"(rbar)
+                 : "memory");
+}
+static __device__ __forceinline__ void mq_st_async2(unsigned ra, float x, float y, unsigned rbar) {
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [%0], {%1, %2}, [%3];\n" ::"r"(ra), "f"(x),
+                 "f"(y), "r"(rbar)
+                 : "memory");
+}
+static __device__ __forceinline__ void mq_mbar_wait(unsigned bar, int phase) {
+    asm volatile("{\n.reg .pred P1;\nMQ_WAIT:\nmbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n@P1 bra MQ_DONE;\n"
+                 "bra MQ_WAIT;\nMQ_DONE:\n}\n" ::"r"(bar),
+                 "r"(phase)
+                 : "memory");
+}
+static __device__ __forceinline__ void mq_cluster_sync_relaxed() {
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;\nbarrier.cluster.wait.aligned;\n" ::: "memory");
+}
+static __device__ __forceinline__ uint32_t mq_pack(float lo, float hi, float &sum) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    sum += __low2float(h) + __high2float(h);
+    return *(uint32_t *)&h;
+}
+
+/* shared memory: [Q | K0 V0 | K1 V1] bf16 (pitch HD + 8), reused for the f32 partials (pull: pitch HD + 8;
+ * push: the owner's receive area [slot][partial][HD] + [slot][partial][m, l]), then a tail of m, l (NK x ROWS
+ * each; push: the receive mbarrier) and the premerge weights (the tail is sized with some slack) */
+template <int HD, int NR, int NK, int KC> struct MqCfg {
+    static constexpr int ROWS = NR * 16, NW = NR * NK, NTH = NW * 32, KS = KC / NK, LD = HD + 8, OLD = HD + 8;
+    static constexpr int TAILF = 2 * NK * ROWS + (ROWS + 16) * NK + 3 * ROWS;
+    static constexpr __host__ __device__ size_t main_bytes(int nbuf) {
+        size_t a = (size_t)(ROWS + 2 * nbuf * KC) * LD * 2, b = (size_t)NK * ROWS * OLD * 4;
+        return ((a > b ? a : b) + 15) / 16 * 16;
+    }
+    static constexpr __host__ __device__ size_t smem_bytes(int nbuf) { return main_bytes(nbuf) + (size_t)TAILF * 4; }
+    static_assert(KS % 16 == 0 && HD % 16 == 0 && HD <= 256, "MQA flash shape");
+};
+
+/* S (16 rows x KS keys of this warp) += Q K^T over the 16-column steps [KK0, KK1) */
+template <int KK0, int KK1, int NTS, int LD>
+static __device__ __forceinline__ void mq_qk(float (&s)[NTS][4], const bf16 *Qw, const bf16 *Kw, int lane) {
+#pragma unroll
+    for (int kk = KK0; kk < KK1; kk++) {
+        uint32_t qa[4];
+        mq_ldsm(qa, Qw + (lane & 15) * LD + kk * 16 + (lane >> 4) * 8);
+#pragma unroll
+        for (int p = 0; p < NTS / 2; p++) {
+            uint32_t kb[4];
+            mq_ldsm(kb, Kw + (p * 16 + (lane & 7) + (lane >> 4) * 8) * LD + kk * 16 + ((lane >> 3) & 1) * 8);
+            mma_bf16_16816(s[2 * p], qa[0], qa[1], qa[2], qa[3], kb[0], kb[1]);
+            mma_bf16_16816(s[2 * p + 1], qa[0], qa[1], qa[2], qa[3], kb[2], kb[3]);
+        }
+    }
+}
+
+template <int HD, int NR, int NK, int KC>
+__global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
+    using C = MqCfg<HD, NR, NK, KC>;
+    constexpr int ROWS = C::ROWS, NTH = C::NTH, NW = C::NW, KS = C::KS, LD = C::LD, OLD = C::OLD;
+    constexpr int NTS = KS / 8, NTO = HD / 8, V8 = HD / 8, VH = V8 / 2, KH = HD / 32;
+    constexpr int NC4 = HD / 4, CPL = (NC4 + 31) / 32; /* merge: float4 columns per row, per lane */
+    extern __shared__ __align__(128) unsigned char smem[];
+    bf16 *Qs = (bf16 *)smem, *KVs = Qs + ROWS * LD;
+    float *Op = (float *)smem;
+    float *Ms = (float *)(smem + C::main_bytes(a.nbuf)), *Ls = Ms + NK * ROWS, *Wt = Ls + NK * ROWS;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, rt = warp % NR, kg = warp / NR;
+    const int split = blockIdx.x, ns = a.ns, r0 = blockIdx.y * ROWS, R = a.R, S = a.S;
+    const int nch = (S + KC - 1) / KC, cb = split * nch / ns, nmy = (split + 1) * nch / ns - cb;
+#ifdef MQ_DIAG
+    const bool dg_nokv = a.diag & 1, dg_nomath = a.diag & 2, dg_nomerge = a.diag & 4;
+#else
+    constexpr bool dg_nokv = false, dg_nomath = false, dg_nomerge = false;
+#endif
+
+    /* this CTA merges the rows lr = split + ns i (i < nmr) of the tile */
+    int nmr = 0;
+    for (int lr = split; lr < ROWS && r0 + lr < R; lr += ns) nmr++;
+    const bool push = a.push;                                 /* host: ns > 1 and the receive area fits */
+    uint64_t *rbar = (uint64_t *)(smem + C::main_bytes(a.nbuf)); /* push: over Ms (unused there) */
+    if (push && tid == 0) {
+        const unsigned b = (unsigned)__cvta_generic_to_shared(rbar);
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(b));
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(b),
+                     "r"(nmr * ns * NK * (HD * 4 + 8))
+                     : "memory");
+    }
+
+    /* 16-byte vectors [v0, v1) of every row of Q / of the K or V chunk ch */
+    auto loadq = [&](int v0, int v1) {
+        const int nv = v1 - v0;
+        for (int i = tid; i < ROWS * nv; i += NTH) {
+            const int r = i / nv, c = (v0 + i - r * nv) * 8;
+            const bool ok = r0 + r < R;
+            mq_cp16(Qs + r * LD + c, a.q + (ok ? (long long)(r0 + r) * HD + c : 0), ok);
+        }
+    };
+    auto load = [&](int ch, int buf, int isv, int v0, int v1) {
+        if (dg_nokv) return;
+        bf16 *d = KVs + (buf * 2 + isv) * KC * LD;
+        const bf16 *src = isv ? a.v : a.k;
+        const int key0 = ch * KC, nv = v1 - v0;
+        for (int i = tid; i < KC * nv; i += NTH) {
+            const int r = i / nv, c = (v0 + i - r * nv) * 8;
+            const bool ok = key0 + r < S;
+            mq_cp16(d + r * LD + c, src + (ok ? (long long)(key0 + r) * HD + c : 0), ok);
+        }
+    };
+    /* first chunk in three groups: Q and K columns [0, HD/2), then [HD/2, HD), then V */
+    loadq(0, VH);
+    if (nmy > 0) load(cb, 0, 0, 0, VH);
+    cp_async_commit();
+    loadq(VH, V8);
+    if (nmy > 0) load(cb, 0, 0, VH, V8);
+    cp_async_commit();
+    if (nmy > 0) load(cb, 0, 1, 0, V8);
+    cp_async_commit();
+
+    const int g = lane >> 2, tq = lane & 3;
+    const int gr0 = r0 + rt * 16 + g, gr1 = gr0 + 8;
+    const bool act = r0 + rt * 16 < R && !dg_nomath;
+    const int lim0 = min(gr0 < a.rows_lim ? a.n_lim : S, S), lim1 = min(gr1 < a.rows_lim ? a.n_lim : S, S);
+    const float sl2 = a.sl2;
+    const bf16 *Qw = Qs + rt * 16 * LD;
+    float o[NTO][4];
+#pragma unroll
+    for (int i = 0; i < NTO; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+
+    for (int it = 0; it < nmy; it++) {
+        if (it + 1 < nmy) {
+            load(cb + it + 1, (it + 1) & 1, 0, 0, V8);
+            cp_async_commit();
+            load(cb + it + 1, (it + 1) & 1, 1, 0, V8);
+            cp_async_commit();
+        } else {
+            cp_async_commit();
+            cp_async_commit();
+        }
+        const bf16 *Kb = KVs + (it & 1) * 2 * KC * LD + kg * KS * LD, *Vb = Kb + KC * LD;
+        const int key0 = (cb + it) * KC + kg * KS;
+        float s[NTS][4];
+#pragma unroll
+        for (int j = 0; j < NTS; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+        if (it == 0) cp_async_wait<4>(); /* first half of Q and K0 */
+        else cp_async_wait<3>();         /* K of chunk it */
+        __syncthreads();
+        if (act) mq_qk<0, KH, NTS, LD>(s, Qw, Kb, lane);
+        cp_async_wait<3>(); /* second half of Q and K0 (no-op after the first chunk) */
+        __syncthreads();
+        uint32_t pa[NTS][2];
+        if (act) {
+            mq_qk<KH, HD / 16, NTS, LD>(s, Qw, Kb, lane);
+            float x0 = -INFINITY, x1 = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < NTS; j++) {
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int key = key0 + j * 8 + tq * 2 + e;
+                    s[j][e] = key < lim0 ? s[j][e] * sl2 : -INFINITY;
+                    s[j][2 + e] = key < lim1 ? s[j][2 + e] * sl2 : -INFINITY;
+                    x0 = fmaxf(x0, s[j][e]);
+                    x1 = fmaxf(x1, s[j][2 + e]);
+                }
+            }
+            x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, 1));
+            x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, 2));
+            x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, 1));
+            x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, 2));
+            const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
+            const float b0 = n0 == -INFINITY ? 0.f : n0, b1 = n1 == -INFINITY ? 0.f : n1;
+            const float al0 = exp2f(m0 - b0), al1 = exp2f(m1 - b1);
+            m0 = n0;
+            m1 = n1;
+            l0 *= al0;
+            l1 *= al1;
+#pragma unroll
+            for (int i = 0; i < NTO; i++) {
+                o[i][0] *= al0; o[i][1] *= al0;
+                o[i][2] *= al1; o[i][3] *= al1;
+            }
+#pragma unroll
+            for (int j = 0; j < NTS; j++) {
+                pa[j][0] = mq_pack(exp2f(s[j][0] - b0), exp2f(s[j][1] - b0), l0);
+                pa[j][1] = mq_pack(exp2f(s[j][2] - b1), exp2f(s[j][3] - b1), l1);
+            }
+        }
+        cp_async_wait<2>(); /* V of chunk it */
+        __syncthreads();
+        if (act) {
+#pragma unroll
+            for (int t = 0; t < KS / 16; t++) {
+#pragma unroll
+                for (int qd = 0; qd < HD / 16; qd++) {
+                    uint32_t vb[4];
+                    mq_ldsm_t(vb, Vb + (t * 16 + (lane & 15)) * LD + qd * 16 + (lane >> 4) * 8);
+                    mma_bf16_16816(o[2 * qd], pa[2 * t][0], pa[2 * t][1], pa[2 * t + 1][0], pa[2 * t + 1][1], vb[0],
+                                   vb[1]);
+                    mma_bf16_16816(o[2 * qd + 1], pa[2 * t][0], pa[2 * t][1], pa[2 * t + 1][0], pa[2 * t + 1][1],
+                                   vb[2], vb[3]);
+                }
+            }
+        }
+        __syncthreads(); /* buffer it & 1 is refilled next iteration */
+    }
+    cp_async_wait<0>();
+    __syncthreads(); /* Q/K/V dead: the partials go over them */
+    if (dg_nomerge) return;
+
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    int PK = NK; /* partial slots per CTA */
+    float *recv = Op, *rml = Op;  /* push: [slot][partial][HD] O rows and [slot][partial][2] m, l */
+    cg::cluster_group cl = cg::this_cluster();
+    if (push) {
+        /* push: every CTA has finished with its Q/K/V (the receive area) and initialised its mbarrier; each
+         * thread sends its O fragment rows (float4 after a pair exchange), m and l straight from registers to
+         * the owner CTA of the row (st.async, counted on the owner's mbarrier), then waits for its own rows */
+        mq_cluster_sync_relaxed();
+        const int np = ns * NK, p = split * NK + kg, rslots = (ROWS + ns - 1) / ns;
+        rml = recv + (size_t)rslots * np * HD;
+        if (r0 + rt * 16 < R) {
+            const int odd = tq & 1, lr = rt * 16 + g + (odd ? 8 : 0), owner = lr % ns, slot = lr / ns;
+            const bool ok = r0 + lr < R;
+            const unsigned dst = mq_mapa(recv + ((size_t)slot * np + p) * HD + (tq & 2) * 2, owner);
+            const unsigned rb = mq_mapa(rbar, owner);
+#pragma unroll
+            for (int i = 0; i < NTO; i++) {
+                const float s0 = odd ? o[i][0] : o[i][2], s1 = odd ? o[i][1] : o[i][3];
+                const float x0 = __shfl_xor_sync(0xffffffffu, s0, 1), x1 = __shfl_xor_sync(0xffffffffu, s1, 1);
+                if (ok) {
+                    if (odd) mq_st_async4(dst + i * 32, x0, x1, o[i][2], o[i][3], rb);
+                    else mq_st_async4(dst + i * 32, o[i][0], o[i][1], x0, x1, rb);
+                }
+            }
+            const int lr2 = rt * 16 + g + (tq == 1 ? 8 : 0);
+            if (tq < 2 && r0 + lr2 < R) {
+                const int ow2 = lr2 % ns, sl2x = lr2 / ns;
+                mq_st_async2(mq_mapa(rml + ((size_t)sl2x * np + p) * 2, ow2), tq ? m1 : m0, tq ? l1 : l0,
+                             mq_mapa(rbar, ow2));
+            }
+        }
+        mq_mbar_wait((unsigned)__cvta_generic_to_shared(rbar), 0);
+    } else {
+        if (r0 + rt * 16 < R) {
+            float *op = Op + (kg * ROWS + rt * 16 + g) * OLD + tq * 2;
+#pragma unroll
+            for (int i = 0; i < NTO; i++) {
+                *(float2 *)(op + i * 8) = make_float2(o[i][0], o[i][1]);
+                *(float2 *)(op + 8 * OLD + i * 8) = make_float2(o[i][2], o[i][3]);
+            }
+            if (tq == 0) {
+                Ms[kg * ROWS + rt * 16 + g] = m0;
+                Ms[kg * ROWS + rt * 16 + g + 8] = m1;
+                Ls[kg * ROWS + rt * 16 + g] = l0;
+                Ls[kg * ROWS + rt * 16 + g + 8] = l1;
+            }
+        }
+        if (NK > 1 && a.premerge) {
+            /* merge the NK key groups of this CTA into slot 0 (fixed order) */
+            __syncthreads();
+            float *Mw = Wt + ROWS * NK, *Lw = Mw + ROWS;
+            for (int r = tid; r < ROWS; r += NTH) {
+                float M = -INFINITY, den = 0.f;
+#pragma unroll
+                for (int j = 0; j < NK; j++) M = fmaxf(M, Ms[j * ROWS + r]);
+#pragma unroll
+                for (int j = 0; j < NK; j++) {
+                    const float mj = Ms[j * ROWS + r], w = mj == -INFINITY ? 0.f : exp2f(mj - M);
+                    Wt[r * NK + j] = w;
+                    den += w * Ls[j * ROWS + r];
+                }
+                Mw[r] = M;
+                Lw[r] = den;
+            }
+            __syncthreads();
+            for (int e = tid; e < ROWS * NC4; e += NTH) {
+                const int r = e / NC4, c = (e - r * NC4) * 4;
+                if (r0 + r >= R) continue;
+                float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+                for (int j = 0; j < NK; j++) {
+                    const float w = Wt[r * NK + j];
+                    const float4 x = *(const float4 *)(Op + (j * ROWS + r) * OLD + c);
+                    acc.x += w * x.x; acc.y += w * x.y; acc.z += w * x.z; acc.w += w * x.w;
+                }
+                *(float4 *)(Op + r * OLD + c) = acc;
+            }
+            for (int r = tid; r < ROWS; r += NTH) {
+                Ms[r] = Mw[r];
+                Ls[r] = Lw[r];
+            }
+            PK = 1;
+        }
+        if (ns > 1) cl.sync(); /* release / acquire: the partials are visible cluster-wide */
+        else __syncthreads();
+    }
+    /* merge this CTA's rows, one warp per row; np partials in the order (split, key group); lane p < np
+     * fetches m and l of partial p, each lane CPL float4 columns of every partial (16 partials' loads in
+     * flight per batch; pull: through distributed shared memory), the weights are broadcast by shuffles */
+    const int np = ns * PK;
+    for (int i = warp; i < nmr; i += NW) {
+        const int lr = split + ns * i;
+        float m = -INFINITY, l = 0.f;
+        if (lane < np) {
+            const float *mp, *lp;
+            if (push) {
+                mp = rml + ((size_t)i * np + lane) * 2;
+                lp = mp + 1;
+            } else {
+                const int j = lane / PK, kk = lane - j * PK;
+                mp = Ms + kk * ROWS + lr;
+                lp = Ls + kk * ROWS + lr;
+                if (ns > 1) {
+                    mp = cl.map_shared_rank(mp, j);
+                    lp = cl.map_shared_rank(lp, j);
+                }
+            }
+            m = *mp;
+            l = *lp;
+        }
+        float4 acc[CPL];
+#pragma unroll
+        for (int cc = 0; cc < CPL; cc++) acc[cc] = make_float4(0.f, 0.f, 0.f, 0.f);
+        float w = 0.f, den = 0.f;
+        for (int p0 = 0; p0 < np; p0 += 16) {
+            float4 x[16][CPL];
+#pragma unroll
+            for (int u = 0; u < 16; u++) {
+                const int p = p0 + u;
+                if (p < np) {
+                    const float *src;
+                    if (push) {
+                        src = recv + ((size_t)i * np + p) * HD;
+                    } else {
+                        const int j = p / PK, kk = p - j * PK;
+                        src = Op + (kk * ROWS + lr) * OLD;
+                        if (ns > 1) src = cl.map_shared_rank(src, j);
+                    }
+#pragma unroll
+                    for (int cc = 0; cc < CPL; cc++)
+                        if (lane + 32 * cc < NC4) x[u][cc] = *(const float4 *)(src + (lane + 32 * cc) * 4);
+                }
+            }
+            if (p0 == 0) {
+                const float M = warp_max(m);
+                w = m == -INFINITY ? 0.f : exp2f(m - M);
+                den = warp_sum(w * l);
+            }
+#pragma unroll
+            for (int u = 0; u < 16; u++) {
+                const int p = p0 + u;
+                if (p < np) {
+                    const float wp = __shfl_sync(0xffffffffu, w, p);
+#pragma unroll
+                    for (int cc = 0; cc < CPL; cc++) {
+                        acc[cc].x += wp * x[u][cc].x; acc[cc].y += wp * x[u][cc].y;
+                        acc[cc].z += wp * x[u][cc].z; acc[cc].w += wp * x[u][cc].w;
+                    }
+                }
+            }
+        }
+        const float inv = 1.f / den;
+#pragma unroll
+        for (int cc = 0; cc < CPL; cc++) {
+            const int c4 = lane + 32 * cc;
+            if (c4 < NC4) {
+                __align__(8) bf16 ob[4] = {__float2bfloat16_rn(acc[cc].x * inv), __float2bfloat16_rn(acc[cc].y * inv),
+                                           __float2bfloat16_rn(acc[cc].z * inv), __float2bfloat16_rn(acc[cc].w * inv)};
+                *(uint2 *)(a.out + (long long)(r0 + lr) * HD + c4 * 4) = *(const uint2 *)ob;
+            }
+        }
+    }
+    /* pull: no CTA may leave while the others still read its shared memory (their loads have completed once
+     * they arrive here, so no memory ordering is needed); push: every CTA has received all its rows, so no
+     * st.async is in flight when any CTA leaves */
+    if (ns > 1) mq_cluster_sync_relaxed();
+}
+
+/* launcher flags: premerge the key groups of a CTA locally; pad the shared memory so that one CTA holds
+ * an SM (else the cluster scheduler may stack two split CTAs on one SM while others idle) */
+#define MQ_PREMERGE 1
+#define MQ_SPREAD 2
+#define MQ_PUSH 4 /* merge by pushing the partials to the owner CTAs (st.async + mbarrier) instead of pulling */
+#define MQ_SPREAD_SMEM ((size_t)116 * 1024)
+#ifdef MQ_DIAG
+static int mq_diag = 0;
+#else
+static const int mq_diag = 0;
+#endif
+/* one flash configuration: ns key splits (clamped to [1, min(16, chunks)]); cudaErrorInvalidValue when the
+ * cluster cannot be scheduled (the caller falls back) */
+template <int HD, int NR, int NK, int KC>
+static cudaError_t mq_flash_launch(cudaStream_t st, const bf16 *q, int R, const bf16 *k, const bf16 *v, int S,
+                                   float scale, int rows_lim, int n_lim, bf16 *out, int ns, int flags) {
+    using C = MqCfg<HD, NR, NK, KC>;
+    const int premerge = flags & MQ_PREMERGE, spread = (flags & MQ_SPREAD) ? 1 : 0;
+    int push = (flags & MQ_PUSH) ? 1 : 0;
+    const int nch = (S + KC - 1) / KC;
+    if (ns > nch) ns = nch;
+    if (ns > 16) ns = 16;
+    if (ns < 1) ns = 1;
+    if (ns * NK > 32) return cudaErrorInvalidValue;
+    const int nbuf = (nch + ns - 1) / ns >= 2 ? 2 : 1;
+    if (push && (ns < 2 || (size_t)((C::ROWS + ns - 1) / ns) * ns * NK * (HD * 4 + 8) > C::main_bytes(nbuf))) push = 0;
+    size_t sm = C::smem_bytes(nbuf);
+    if (spread && sm < MQ_SPREAD_SMEM) sm = MQ_SPREAD_SMEM;
+    static int attr = 0;             /* 1: attributes set, -1: failed */
+    static signed char ok[17][2][2]; /* cluster schedulable per (ns, nbuf, spread): 0 unknown, 1 yes, -1 no */
+    if (!attr) {
+        size_t smax = C::smem_bytes(2) > MQ_SPREAD_SMEM ? C::smem_bytes(2) : MQ_SPREAD_SMEM;
+        cudaError_t e = cudaFuncSetAttribute(k_mqa_flash<HD, NR, NK, KC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)smax);
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(k_mqa_flash<HD, NR, NK, KC>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+        attr = e == cudaSuccess ? 1 : -1;
+        if (e != cudaSuccess) (void)cudaGetLastError();
+    }
+    if (attr < 0) return cudaErrorInvalidValue;
+    MqArgs a;
+    a.q = q; a.k = k; a.v = v; a.out = out;
+    a.R = R; a.S = S; a.rows_lim = rows_lim; a.n_lim = n_lim; a.ns = ns; a.nbuf = nbuf; a.premerge = premerge;
+    a.push = push;
+    a.sl2 = scale * 1.4426950408889634f;
+    a.diag = mq_diag;
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDim = dim3((unsigned)ns, (unsigned)((R + C::ROWS - 1) / C::ROWS), 1);
+    cfg.blockDim = dim3(C::NTH, 1, 1);
+    cfg.dynamicSmemBytes = sm;
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = (unsigned)ns;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    signed char &okc = ok[ns][nbuf - 1][spread];
+    if (!okc) {
+        int ncl = 0;
+        cudaError_t e = cudaOccupancyMaxActiveClusters(&ncl, k_mqa_flash<HD, NR, NK, KC>, &cfg);
+        if (e != cudaSuccess) (void)cudaGetLastError();
+        okc = e == cudaSuccess && ncl > 0 ? 1 : -1;
+    }
+    if (okc < 0) return cudaErrorInvalidValue;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, k_mqa_flash<HD, NR, NK, KC>, a);
+    if (e != cudaSuccess) return e;
+    LAUNCH_RET();
+}
+
+/* the production choice (dev/cuda/attention_mqa.cu, bench/results/2026-11-24-h100-mqa-v2-playground.txt):
+ * 64-row CTAs (4 warps) x 64-key chunks with key splits for about MQ_TARGET_CTAS CTAs (R = 408 / 400, S = 839:
+ * 7 tiles x 14 splits); for R <= 128 rows at hd 256 (the H = 10 expert), 16-row CTAs whose 4 warps take a
+ * quarter of every chunk each (key groups merged locally), at most 8 splits */
+#ifndef MQ_TARGET_CTAS
+#define MQ_TARGET_CTAS 112
+#endif
+static int mq_pick_ns(int R, int S, int rows, int kc) {
+    const int tiles = (R + rows - 1) / rows, nch = (S + kc - 1) / kc;
+    int ns = (MQ_TARGET_CTAS + tiles / 2) / tiles;
+    if (ns > nch) ns = nch;
+    if (ns > 16) ns = 16;
+    return ns < 1 ? 1 : ns;
+}
+#define MQ_AUTO(HD_, NR_, NK_, KC_)                                                                               \
+    case HD_:                                                                                                   \
+        return mq_flash_launch<HD_, NR_, NK_, KC_>(st, q, R, k, v, S, scale, rows_lim, n_lim, out,              \
+                                                   mq_pick_ns(R, S, NR_ * 16, KC_), flags)
+static cudaError_t mq_flash_auto(cudaStream_t st, const bf16 *q, int R, const bf16 *k, const bf16 *v, int S, int hd,
+                                 float scale, int rows_lim, int n_lim, bf16 *out, int flags) {
+    if (hd == 256 && R <= 128) {
+        const int nch = (S + 63) / 64;
+        return mq_flash_launch<256, 1, 4, 64>(st, q, R, k, v, S, scale, rows_lim, n_lim, out, nch < 8 ? nch : 8,
+                                              flags | MQ_PREMERGE);
+    }
+    switch (hd) {
+        MQ_AUTO(256, 4, 1, 64);
+        MQ_AUTO(128, 4, 1, 64);
+        MQ_AUTO(64, 4, 1, 64);
+        MQ_AUTO(32, 4, 1, 64);
+        MQ_AUTO(16, 4, 1, 64);
+    default: return cudaErrorInvalidValue;
+    }
+}
+#undef MQ_AUTO
+
 cudaError_t cuk_attention_mqa(cudaStream_t st, const uint16_t *q, int R, const uint16_t *k, const uint16_t *v, int S,
                               int hd, float scale, int rows_lim, int n_lim, uint16_t *out, float *part,
                               size_t part_floats, int merge, int tile_rows) {
     if (R <= 0 || S <= 0) return cudaSuccess;
-    if (hd % 16 || hd > 256 || !part) return cudaErrorInvalidValue;
+    if (hd % 16 || hd > 256) return cudaErrorInvalidValue;
+    if (tile_rows == CUK_MQA_FLASH || tile_rows == CUK_MQA_FLASH_PUSH) {
+        cudaError_t e = mq_flash_auto(st, (const bf16 *)q, R, (const bf16 *)k, (const bf16 *)v, S, hd, scale,
+                                      rows_lim, n_lim, (bf16 *)out, tile_rows == CUK_MQA_FLASH_PUSH ? MQ_PUSH : 0);
+        if (e != cudaErrorInvalidValue) return e;
+        tile_rows = 32; /* cluster not schedulable: the two-kernel path */
+    }
+    if (!part) return cudaErrorInvalidValue;
     const int rows = tile_rows == 32 ? 32 : 64;
     const int nsplit = (S + MQ_KC - 1) / MQ_KC, tiles = (R + rows - 1) / rows;
     if ((size_t)nsplit * R * (hd + 2) > part_floats || nsplit > 32) return cudaErrorInvalidValue;

@@ -397,14 +397,13 @@ typedef struct {
     bf *kc, *vc;     /* (L, Srows, hd): Srows = Smax rounded up for the attention kernel's 64-key chunks */
     int Srows;
     float *apart;    /* split-key attention partials */
-    float *skpart;   /* skinny-GEMM split-K partials */
-    size_t skpart_floats;
     int skinny;      /* cuk_skinny_linear for T <= 64 (expert, state token); opt-in: PI0_CUDA_SKINNY=1 */
     size_t apart_floats;
     int gemm_attn;   /* 1: cuBLASLt QK^T + softmax + PV (default); 0: fused kernel (PI0_CUDA_FUSED_ATTN=1) */
     int mqa_attn;    /* expert (T <= 64) attention through cuk_attention_mqa (default; off: PI0_EXP_EXPERT_GEMM_ATTN) */
     int mqa_merge;   /* CUK_MQA_MERGE_COL4 (default) or CUK_MQA_MERGE_ROW (PI0_EXP_MQA_MERGE_ROW) */
-    int mqa_rows;    /* query rows per CTA of cuk_attention_mqa: 32 (default) or 64 (PI0_EXP_MQA_ROWS64) */
+    int mqa_rows;    /* cuk_attention_mqa tile_rows: CUK_MQA_FLASH (default), 32 (PI0_EXP_MQA_V13) or 64 (PI0_EXP_MQA_ROWS64) */
+    int flash_attn;  /* ViT and prefill (T > 64) attention through cuk_flash_attn (default; off: PI0_EXP_NO_FLASH_ATTN) */
     float *rope_c, *rope_s; /* (Smax, hd/2) */
     /* suffix / flow */
     float *xa, *vel, *hs, *yf, *state;
@@ -523,8 +522,6 @@ static void carve(csess *s, const pi0_config *c, cmodel *cm, salloc *a) {
         if (mq > s->apart_floats) s->apart_floats = mq;
     }
     s->apart = (float *)sa(a, s->apart_floats * 4);
-    s->skpart_floats = 64 * (32768 + 2 * Fm + (nh + 2) * hd + Dm);
-    s->skpart = (float *)sa(a, s->skpart_floats * 4);
     s->rope_c = (float *)sa(a, (size_t)s->Smax * hd / 2 * 4);
     s->rope_s = (float *)sa(a, (size_t)s->Smax * hd / 2 * 4);
     s->xa = (float *)sa(a, H * A * 4);
@@ -629,8 +626,17 @@ static pi0_status cu_session_init(pi0_session *ss) {
      * E2E 19.46 vs 20.42 ms against cuBLASLt QK^T + softmax + PV (bench/NOTES.md, v13c): default */
     s->mqa_attn = !(ss->experimental & PI0_EXP_EXPERT_GEMM_ATTN);
     s->mqa_merge = (ss->experimental & PI0_EXP_MQA_MERGE_ROW) ? CUK_MQA_MERGE_ROW : CUK_MQA_MERGE_COL4;
-    /* 32-row CTAs (2 per SM, 182 CTAs for 408 rows x 839 keys) measured E2E 19.31 vs 19.69 ms with 64 (v13d) */
-    s->mqa_rows = (ss->experimental & PI0_EXP_MQA_ROWS64) ? 64 : 32;
+    /* v2 one-launch flash kernel (key splits merged inside a thread-block cluster): 10.9 vs 15.8 us per call
+     * (R = 408, S = 839) and 7.4 vs 11.0 us (R = 88, S = 311) against the v13 32-row path in the same playground
+     * run (bench/results/2026-11-24-h100-mqa-v2-playground.txt); v13: 32-row CTAs (2 per SM, 182 CTAs) measured
+     * E2E 19.31 vs 19.69 ms with 64 (v13d) */
+    s->mqa_rows = (ss->experimental & PI0_EXP_MQA_ROWS64) ? 64
+                  : (ss->experimental & PI0_EXP_MQA_V13)  ? 32
+                                                          : CUK_MQA_FLASH;
+    /* fused flash attention for the ViT (all cameras x heads in one launch) and the prefill
+     * (dev/cuda/attention_flash.cu, bench/results/2026-11-24-h100-flash-attn-playground.txt);
+     * shapes it does not take fall back to cuBLASLt QK^T + softmax + PV */
+    s->flash_attn = !(ss->experimental & PI0_EXP_NO_FLASH_ATTN);
     if ((ss->experimental & PI0_EXP_OP_TIMES) && ss->profile_stages) {
         s->optime = 1;
         s->mev = (cudaEvent_t *)calloc(4096, sizeof(cudaEvent_t));
@@ -754,9 +760,17 @@ static pi0_status vit_forward(fctx *f, int ncam, float *xout) {
         PI0_TRY(pi0_linear(s->g, st, T, 3 * W, W, s->vh, W, GEMM_BF16, v->qkv_w, W, GEMM_BF16, s->vqkv, 3 * W,
                            GEMM_BF16, 0.f, GEMM_EPI_BIAS, v->qkv_b));
         mark(f, "vit", "qkv");
-        /* attention of each camera on its own forked stream (independent work, small GEMMs) */
-        CU(cudaEventRecord(s->ev_fork, st));
-        for (int cam = 0; cam < ncam; cam++) {
+        /* attention: all cameras x heads in one fused flash-attention launch; fallback (shape not taken, or
+         * PI0_EXP_NO_FLASH_ATTN): each camera's cuBLASLt QK^T + softmax + PV on its own forked stream */
+        cudaError_t fe = cudaErrorInvalidValue;
+        if (s->flash_attn) {
+            fe = cuk_flash_attn_vit(st, s->vqkv, ncam, np, nhv, vhd, scale, s->vo);
+            if (fe != cudaSuccess && fe != cudaErrorInvalidValue)
+                return pi0_fail(PI0_ERR_BACKEND, "cuk_flash_attn_vit(ncam=%d hd=%d) failed: %s", ncam, vhd,
+                                cudaGetErrorString(fe));
+        }
+        if (fe != cudaSuccess) CU(cudaEventRecord(s->ev_fork, st));
+        for (int cam = 0; cam < ncam && fe != cudaSuccess; cam++) {
             cudaStream_t cs = s->vst[cam];
             CU(cudaStreamWaitEvent(cs, s->ev_fork, 0));
             const bf *base = s->vqkv + (size_t)cam * np * 3 * W;
@@ -782,7 +796,7 @@ static pi0_status vit_forward(fctx *f, int ncam, float *xout) {
             PI0_TRY(pi0_gemm(s->vg[cam], cs, &a));
             CU(cudaEventRecord(s->ev_join[cam], cs));
         }
-        for (int cam = 0; cam < ncam; cam++) CU(cudaStreamWaitEvent(st, s->ev_join[cam], 0));
+        for (int cam = 0; cam < ncam && fe != cudaSuccess; cam++) CU(cudaStreamWaitEvent(st, s->ev_join[cam], 0));
         mark(f, "vit", "attn");
         PI0_TRY(pi0_linear(s->g, st, T, W, W, s->vo, W, GEMM_BF16, v->o_w, W, GEMM_BF16, s->vx, W, GEMM_F32, 1.f,
                            GEMM_EPI_BIAS, v->o_b));
@@ -809,7 +823,7 @@ static pi0_status skinny(fctx *f, int T, const bf *X, int ldx, const bf *W, int 
     csess *s = f->s;
     *done = 0;
     if (!s->skinny || T > 64) return PI0_OK;
-    cudaError_t e = cuk_skinny_linear(f->st, X, ldx, T, W, N, K, mode, out, ldo, s->skpart, s->skpart_floats);
+    cudaError_t e = cuk_skinny_linear(f->st, X, ldx, T, W, N, K, mode, out, ldo);
     if (e == cudaErrorInvalidValue) return PI0_OK;
     if (e != cudaSuccess)
         return pi0_fail(PI0_ERR_BACKEND, "cuk_skinny_linear(T=%d N=%d K=%d) failed: %s", T, N, K, cudaGetErrorString(e));
@@ -840,13 +854,24 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
         mark(f, tag, "kv_only");
         return PI0_OK;
     }
-    PI0_TRY(skinny(f, T, s->h, D, Lw->qkv_w, qkvd, D, CUK_SK_BF16, s->qkv, qkvd, &done));
-    if (!done)
-        PI0_TRY(pi0_linear(s->g, st, T, qkvd, D, s->h, D, GEMM_BF16, Lw->qkv_w, D, GEMM_BF16, s->qkv, qkvd, GEMM_BF16,
-                           0.f, GEMM_EPI_NONE, NULL));
-    mark(f, tag, "qkv");
-    CU(cuk_rope_qkv(st, s->qkv, s->rope_c, s->rope_s, pos0, T, nh, hd, s->qr, Kc, Vc));
-    mark(f, tag, "rope");
+    /* few tokens: QKV GEMM, RoPE and the K/V scatter in one streaming-GEMM launch when the shape fits */
+    cudaError_t qe = cudaErrorInvalidValue;
+    if (s->skinny && T <= 64) {
+        qe = cuk_skinny_qkv_rope(st, s->h, D, T, Lw->qkv_w, D, s->rope_c, s->rope_s, pos0, nh, hd, s->qr, Kc, Vc);
+        if (qe != cudaSuccess && qe != cudaErrorInvalidValue)
+            return pi0_fail(PI0_ERR_BACKEND, "cuk_skinny_qkv_rope(T=%d K=%d) failed: %s", T, D, cudaGetErrorString(qe));
+    }
+    if (qe == cudaSuccess) {
+        mark(f, tag, "qkv_rope");
+    } else {
+        PI0_TRY(skinny(f, T, s->h, D, Lw->qkv_w, qkvd, D, CUK_SK_BF16, s->qkv, qkvd, &done));
+        if (!done)
+            PI0_TRY(pi0_linear(s->g, st, T, qkvd, D, s->h, D, GEMM_BF16, Lw->qkv_w, D, GEMM_BF16, s->qkv, qkvd,
+                               GEMM_BF16, 0.f, GEMM_EPI_NONE, NULL));
+        mark(f, tag, "qkv");
+        CU(cuk_rope_qkv(st, s->qkv, s->rope_c, s->rope_s, pos0, T, nh, hd, s->qr, Kc, Vc));
+        mark(f, tag, "rope");
+    }
     const int S = pos0 + T, Sld = (int)round8(S);
     int mqa_done = 0;
     if (s->gemm_attn && s->mqa_attn && T <= 64) {
@@ -857,6 +882,14 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
             return pi0_fail(PI0_ERR_BACKEND, "cuk_attention_mqa(R=%d S=%d) failed: %s", T * nh, S, cudaGetErrorString(e));
         mqa_done = e == cudaSuccess;
         if (mqa_done) mark(f, tag, "attn_mqa");
+    }
+    /* prefill (T > 64, no state row): fused flash attention, the nh x T query rows share the one K/V head */
+    if (!mqa_done && s->gemm_attn && s->flash_attn && T > 64 && !state_rows) {
+        cudaError_t e = cuk_flash_attn_mqa(st, s->qr, T * nh, Kc, Vc, S, hd, 1.f / sqrtf((float)hd), s->o);
+        if (e != cudaSuccess && e != cudaErrorInvalidValue)
+            return pi0_fail(PI0_ERR_BACKEND, "cuk_flash_attn_mqa(R=%d S=%d) failed: %s", T * nh, S, cudaGetErrorString(e));
+        mqa_done = e == cudaSuccess;
+        if (mqa_done) mark(f, tag, "attn_flash");
     }
     if (mqa_done) {
     } else if (!s->gemm_attn) {

@@ -31,6 +31,8 @@ struct pi0_gemm_ctx {
     size_t scratch_size;
     cudaStream_t st;
     const void *tune_A, *tune_B, *tune_bias; /* operands of the call being planned */
+    int force;                               /* >= 0: take this candidate index (measurement only) */
+    int ncand_last;                          /* candidates the last plan had (with force >= 0) */
     gemm_plan *plans;
     int n, cap;
 };
@@ -79,6 +81,11 @@ static void tuned_store(const gemm_key *k, const cublasLtMatmulAlgo_t *algo) {
     pthread_mutex_unlock(&g_tuned_mu);
 }
 
+int pi0_gemm_ctx_force_candidate(pi0_gemm_ctx *g, int idx) {
+    g->force = idx;
+    return g->ncand_last;
+}
+
 void pi0_gemm_ctx_set_tuning(pi0_gemm_ctx *g, void *scratch, size_t bytes) {
     g->scratch = scratch;
     g->scratch_size = bytes;
@@ -101,6 +108,7 @@ pi0_status pi0_gemm_ctx_create(pi0_gemm_ctx **out, void *workspace, size_t ws_si
     }
     g->ws = workspace;
     g->ws_size = ws_size;
+    g->force = -1;
     *out = g;
     return PI0_OK;
 }
@@ -200,13 +208,13 @@ static pi0_status build_plan(pi0_gemm_ctx *g, const gemm_key *k, gemm_plan *p) {
         }
     if (pick < 0) return pi0_fail(PI0_ERR_BACKEND, "cuBLASLt heuristic returned no usable algorithm (m=%d n=%d k=%d)", k->m, k->n, k->k);
     p->algo = res[pick].algo;
-    if (tuned_lookup(k, &p->algo)) return PI0_OK;
+    if (g->force < 0 && tuned_lookup(k, &p->algo)) return PI0_OK;
     /* time the candidates into the scratch buffer (never while a graph is being captured) */
     cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
     size_t es = k->tc == GEMM_BF16 ? 2 : 4;
     size_t need = ((size_t)(k->batch - 1) * (size_t)k->sC + (size_t)k->ldc * k->n) * es;
-    if (!g->scratch || need > g->scratch_size || cudaStreamIsCapturing(g->st, &cs) != cudaSuccess ||
-        cs != cudaStreamCaptureStatusNone)
+    if (g->force < 0 && (!g->scratch || need > g->scratch_size || cudaStreamIsCapturing(g->st, &cs) != cudaSuccess ||
+                         cs != cudaStreamCaptureStatusNone))
         return PI0_OK;
     /*
      * Candidates: the heuristic's answers plus split-K variants of its first four (the heuristic
@@ -236,6 +244,11 @@ static pi0_status build_plan(pi0_gemm_ctx *g, const gemm_key *k, gemm_plan *p) {
                 continue;
             cand[ncand++] = al;
         }
+    }
+    if (g->force >= 0) {
+        g->ncand_last = ncand;
+        if (g->force < ncand) p->algo = cand[g->force];
+        return PI0_OK;
     }
     if (ncand < 2) return PI0_OK;
     cudaEvent_t e0, e1;

@@ -35,6 +35,10 @@ void pi0_gemm_ctx_free(pi0_gemm_ctx *g);
  * (must hold the largest output). Choices are shared process-wide (same algo per shape). */
 void pi0_gemm_ctx_set_tuning(pi0_gemm_ctx *g, void *scratch, size_t bytes);
 pi0_status pi0_gemm(pi0_gemm_ctx *g, cudaStream_t st, const pi0_gemm_args *a);
+/* Measurement only (dev/cuda playgrounds): plans made from now on take candidate idx of the tuner's
+ * list (heuristic answers, then split-K variants) instead of the heuristic's first; idx < 0 restores
+ * the default. Returns the candidate count of the last plan made while forced. */
+int pi0_gemm_ctx_force_candidate(pi0_gemm_ctx *g, int idx);
 
 /*
  * Row-major linear layer: Y (T, out) [ldy] = X (T, in) [ldx] * W^T, W (out, in) [ldw]

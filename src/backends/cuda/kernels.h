@@ -129,9 +129,14 @@ void cuk_attention_ref(const uint16_t *q, int R, const uint16_t *k, const uint16
  * zero-filled (no padding needed). part: >= ceil(S/64) * R * (hd + 2) floats and S <= 2048, else
  * cudaErrorInvalidValue (caller falls back). hd % 16 == 0, hd <= 256.
  * merge: CUK_MQA_MERGE_COL4 (one thread per row x 4 columns) or CUK_MQA_MERGE_ROW (one warp per row).
- * tile_rows: query rows per CTA, 64 or 32 (any other value: 64).
+ * tile_rows: query rows per CTA, 64 or 32 (any other value: 64), or CUK_MQA_FLASH / CUK_MQA_FLASH_PUSH: the
+ * one-launch v2 kernel (flash-decoding over key splits, one thread-block cluster per row tile merging the
+ * splits through distributed shared memory: pulled by the row owner, or pushed to it with st.async;
+ * mma.sync; no workspace: part may be NULL and S is unlimited); when its cluster cannot be scheduled it
+ * falls back to the 32-row path (then the part rule above applies).
  */
 enum { CUK_MQA_MERGE_COL4 = 0, CUK_MQA_MERGE_ROW = 1 };
+enum { CUK_MQA_FLASH = 0, CUK_MQA_FLASH_PUSH = 1 };
 cudaError_t cuk_attention_mqa(cudaStream_t st, const uint16_t *q, int R, const uint16_t *k, const uint16_t *v, int S,
                               int hd, float scale, int rows_lim, int n_lim, uint16_t *out, float *part,
                               size_t part_floats, int merge, int tile_rows);
@@ -146,18 +151,75 @@ extern "C" {
 #endif
 /*
  * Skinny GEMM for few tokens (T <= 64), weight-bandwidth bound: Y(T, N) = X(T, K) W(N, K)^T with
- * mma.sync m16n8k16 (bf16 in, f32 accumulate); CTAs of 128 features x one K chunk (X chunk and
- * weight tiles staged in shared memory by cp.async, ldmatrix), split-K partials merged in a fixed
- * order (deterministic) by a second kernel that applies the epilogue:
+ * mma.sync m16n8k16 (bf16 in, f32 accumulate). CTAs of 16*nw features x one K slice, split-K over a
+ * thread-block cluster of cs CTAs reduced through distributed shared memory in rank order
+ * (deterministic, one launch), epilogue:
  *   CUK_SK_BF16  : out bf16 (T, ldo) = Y
  *   CUK_SK_RESID : out f32 (T, ldo) += Y            (residual stream)
- *   CUK_SK_GEGLU : out bf16 (T, ldo) = gelu_tanh(Y[:, :N/2]) * Y[:, N/2:]   (fused [gate; up])
- * N % 16 == 0, K % 16 == 0, ldx % 8 == 0, X and W 16-byte aligned. part: workspace of part_floats floats.
+ *   CUK_SK_GEGLU : out bf16 (T, ldo) = gelu_tanh(Y[:, :N/2]) * Y[:, N/2:]   (fused [gate; up];
+ *                  both halves rounded to bf16 first, as the unfused path)
+ * K % (16 cs) == 0, N % 16 == 0 (GeGLU: N % 32), ldx % 8 == 0, X and W 16-byte aligned; nw warps of
+ * 16 mt features each (nw in {4, 8}, mt in {1, 2}), cs in {1, 2, 4, 8}; nw = cs = 0: picked from the
+ * shape (cuk_skinny_pick).
  * Returns cudaErrorInvalidValue when the shape is not supported (caller falls back).
  */
-enum { CUK_SK_BF16 = 0, CUK_SK_RESID = 1, CUK_SK_GEGLU = 2 };
+enum { CUK_SK_BF16 = 0, CUK_SK_RESID = 1, CUK_SK_GEGLU = 2, CUK_SK_ROPE = 3 };
 cudaError_t cuk_skinny_linear(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, int N, int K,
-                              int mode, void *out, int ldo, float *part, size_t part_floats);
+                              int mode, void *out, int ldo);
+cudaError_t cuk_skinny_linear_cfg(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, int N, int K,
+                                  int mode, void *out, int ldo, int nw, int cs, int mt);
+void cuk_skinny_pick(int T, int N, int K, int mode, int hd, int *nw, int *cs, int *mt);
+/*
+ * The fused Gemma QKV projection + RoPE + K/V cache scatter (what cuk_rope_qkv does to the output of
+ * an unfused QKV GEMM, bitwise the same rounding): W ((nh + 2) hd, K) = [q heads; k; v], token t at
+ * position pos0 + t: qr (T, nh, hd) rotated, kc/vc row pos0 + t (k rotated). cudaErrorInvalidValue
+ * when the shape does not fit (hd / 2 must be a multiple of the CTA's half tile).
+ */
+cudaError_t cuk_skinny_qkv_rope(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, int K,
+                                const float *cs, const float *sn, int pos0, int nh, int hd, uint16_t *qr,
+                                uint16_t *kc, uint16_t *vc);
 #ifdef __cplusplus
 }
+#endif
+
+#ifndef PI0_CUDA_FLASH_ATTN_H
+#define PI0_CUDA_FLASH_ATTN_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+/*
+ * Fused flash attention (attention_flash.cu; FlashAttention-2 style, mma.sync m16n8k16, P kept in
+ * registers, f32 online softmax, deterministic), no mask, strided and batched: for batch item
+ * b < nb and head h < nh (one CTA grid row each), rows r < R, keys j < S:
+ *   o[b*o_bs + h*o_hs + r*ldo + c] = sum_j softmax_j(scale * q_r . k_j) v[j][c], c < hd,
+ * q_r = q + b*q_bs + h*q_hs + r*ldq (k, v likewise with row j). All offsets in elements, bf16 data.
+ * hd <= 256 (padded to 16/32/64/80/128/256 in shared memory), nb*nh <= 65535, scale > 0; any S >= 1.
+ * 16-byte aligned pointers, offsets % 8 == 0 and hd % 8 == 0 use cp.async and 16-byte stores, other
+ * layouts element loads (same results). variant: 0 = tile shape picked from the shape (measured best);
+ * else 1000*[3-stage ring] + 100*opt + 10*RW + NG (16*RW query rows and NG key groups per CTA) for
+ * measurements (dev/cuda/attention_flash.cu lists them). Returns cudaErrorInvalidValue for unsupported
+ * shapes or variants (caller falls back).
+ */
+typedef struct {
+    const uint16_t *q, *k, *v;
+    uint16_t *o;
+    long long ldq, ldk, ldv, ldo;
+    long long q_bs, k_bs, v_bs, o_bs;
+    long long q_hs, k_hs, v_hs, o_hs;
+    int nb, nh, R, S, hd;
+    float scale;
+    int variant;
+} cuk_flash_args;
+cudaError_t cuk_flash_attn(cudaStream_t st, const cuk_flash_args *a);
+void cuk_flash_attn_ref(const cuk_flash_args *a); /* CPU twin (double precision, same strides) */
+/* SigLIP ViT: qkv (ncam*np, 3W) = [q | k | v] rows of the fused QKV GEMM, W = nh*hd, head h at columns
+ * h*hd of each third; out (ncam*np, W). All cameras x heads in one launch. */
+cudaError_t cuk_flash_attn_vit(cudaStream_t st, const uint16_t *qkv, int ncam, int np, int nh, int hd, float scale,
+                               uint16_t *out);
+/* Multi-query (Gemma prefill): q (R, hd) rows (R = tokens x query heads), one shared k/v (S, hd); out (R, hd). */
+cudaError_t cuk_flash_attn_mqa(cudaStream_t st, const uint16_t *q, int R, const uint16_t *k, const uint16_t *v, int S,
+                               int hd, float scale, uint16_t *out);
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -1,0 +1,253 @@
+/*
+ * Playground: the action expert's few-token linears (T = 51) — cuBLASLt (pi0_linear, what the
+ * backend used before) against cuk_skinny_linear for every (warps, cluster split) pair, on the
+ * exact shapes, with a cold L2 (the weights rotate through > 200 MB of copies, as in the real
+ * 18-layer sweep) and launches captured in a CUDA graph (as in the real run). Each variant is
+ * checked against the cuBLASLt result first (rel L2).
+ *
+ *   nvcc -O3 -std=c++17 -arch=sm_90a --use_fast_math -Isrc -Iinclude dev/cuda/skinny.cu \
+ *        src/backends/cuda/skinny_gemm.cu src/backends/cuda/geglu.cu src/backends/cuda/rope.cu \
+ *        src/backends/cuda/gemm.cu src/util/error.c -lcublasLt -o /tmp/skinny && /tmp/skinny
+ */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+
+#include "backends/cuda/gemm.h"
+#include "backends/cuda/kernels.h"
+#include "util/bf16.h"
+
+#define CK(x)                                                                                  \
+    do {                                                                                       \
+        cudaError_t e_ = (x);                                                                  \
+        if (e_ != cudaSuccess) {                                                               \
+            printf("%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));          \
+            exit(1);                                                                           \
+        }                                                                                      \
+    } while (0)
+
+static uint64_t rs = 88172645463325252ull;
+static float nr() {
+    rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17;
+    double u1 = ((rs >> 11) + 0.5) / 9007199254740992.0;
+    rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17;
+    double u2 = ((rs >> 11) + 0.5) / 9007199254740992.0;
+    return (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+struct shape { const char *name; int T, N, K, mode; };
+
+/* out values as doubles (bf16 or f32) */
+static std::vector<double> fetch(const void *d, size_t n, int f32) {
+    std::vector<double> r(n);
+    if (f32) {
+        std::vector<float> h(n);
+        CK(cudaMemcpy(h.data(), d, n * 4, cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < n; i++) r[i] = h[i];
+    } else {
+        std::vector<uint16_t> h(n);
+        CK(cudaMemcpy(h.data(), d, n * 2, cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < n; i++) r[i] = bf16_to_f32(h[i]);
+    }
+    return r;
+}
+static double rel(const std::vector<double> &a, const std::vector<double> &b) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); i++) {
+        if (!std::isfinite(a[i])) return INFINITY;
+        num += (a[i] - b[i]) * (a[i] - b[i]);
+        den += b[i] * b[i];
+    }
+    return sqrt(num / (den + 1e-30));
+}
+
+int main() {
+    const shape shapes[] = {{"qkv", 51, 2560, 1024, CUK_SK_BF16},
+                            {"o_proj", 51, 1024, 2048, CUK_SK_RESID},
+                            {"gate_up+geglu", 51, 8192, 1024, CUK_SK_GEGLU},
+                            {"down", 51, 1024, 4096, CUK_SK_RESID}};
+    void *ws;
+    CK(cudaMalloc(&ws, 32 << 20));
+    pi0_gemm_ctx *g;
+    if (pi0_gemm_ctx_create(&g, ws, 32 << 20) != PI0_OK) return 1;
+    cudaStream_t st;
+    CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    const int ITER = 100;
+    /* SKINNY_PROFILE="shape nw cs st": just that variant, 10 plain launches (for ncu) */
+    const char *prof = getenv("SKINNY_PROFILE");
+    char pshape[32] = "";
+    int pnw0 = 0, pcs0 = 0, pst0 = 0;
+    if (prof) sscanf(prof, "%31s %d %d %d", pshape, &pnw0, &pcs0, &pst0);
+    printf("%-14s %-12s %9s %9s %8s\n", "shape", "variant", "us/call", "GB/s", "relL2");
+    double tot_base = 0, tot_best = 0;
+    for (const shape &sh : shapes) {
+        const int T = sh.T, N = sh.N, K = sh.K, No = sh.mode == CUK_SK_GEGLU ? N / 2 : N;
+        const size_t wbytes = (size_t)N * K * 2;
+        const int NC = (int)((200u << 20) / wbytes) + 1;
+        std::vector<uint16_t> hx((size_t)T * K), hw((size_t)N * K);
+        for (auto &v : hx) v = f32_to_bf16(nr());
+        for (auto &v : hw) v = f32_to_bf16(nr() / sqrtf((float)K));
+        uint16_t *X, *Wc, *tmp;
+        float *out, *res0;
+        CK(cudaMalloc(&X, hx.size() * 2));
+        CK(cudaMalloc(&Wc, wbytes * NC));
+        CK(cudaMalloc(&tmp, (size_t)T * N * 2));
+        CK(cudaMalloc(&out, (size_t)T * No * 4));
+        CK(cudaMalloc(&res0, (size_t)T * No * 4));
+        CK(cudaMemcpy(X, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
+        for (int c = 0; c < NC; c++) CK(cudaMemcpy((char *)Wc + c * wbytes, hw.data(), wbytes, cudaMemcpyHostToDevice));
+        std::vector<float> hr((size_t)T * No);
+        for (auto &v : hr) v = nr();
+        CK(cudaMemcpy(res0, hr.data(), hr.size() * 4, cudaMemcpyHostToDevice));
+        const int f32 = sh.mode == CUK_SK_RESID;
+        auto reset = [&]() {
+            if (f32) CK(cudaMemcpyAsync(out, res0, (size_t)T * No * 4, cudaMemcpyDeviceToDevice, st));
+            else CK(cudaMemsetAsync(out, 0xff, (size_t)T * No * 4, st));
+        };
+        /* baseline: cuBLASLt (+ GeGLU kernel) */
+        auto base = [&](const uint16_t *W) -> cudaError_t {
+            if (sh.mode == CUK_SK_RESID) {
+                if (pi0_linear(g, st, T, N, K, X, K, GEMM_BF16, W, K, GEMM_BF16, out, N, GEMM_F32, 1.f, GEMM_EPI_NONE, NULL))
+                    return cudaErrorUnknown;
+                return cudaSuccess;
+            }
+            void *dst = sh.mode == CUK_SK_GEGLU ? (void *)tmp : (void *)out;
+            if (pi0_linear(g, st, T, N, K, X, K, GEMM_BF16, W, K, GEMM_BF16, dst, N, GEMM_BF16, 0.f, GEMM_EPI_NONE, NULL))
+                return cudaErrorUnknown;
+            if (sh.mode == CUK_SK_GEGLU) return cuk_geglu(st, tmp, (uint16_t *)out, T, N / 2);
+            return cudaSuccess;
+        };
+        auto timeit = [&](auto fn) -> double {
+            cudaGraph_t gr;
+            cudaGraphExec_t ge;
+            CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+            for (int i = 0; i < ITER; i++) CK(fn((const uint16_t *)((char *)Wc + (size_t)(i % NC) * wbytes)));
+            CK(cudaStreamEndCapture(st, &gr));
+            CK(cudaGraphInstantiate(&ge, gr, 0));
+            CK(cudaGraphLaunch(ge, st));
+            CK(cudaEventRecord(e0, st));
+            for (int r = 0; r < 3; r++) CK(cudaGraphLaunch(ge, st));
+            CK(cudaEventRecord(e1, st));
+            CK(cudaEventSynchronize(e1));
+            float ms;
+            CK(cudaEventElapsedTime(&ms, e0, e1));
+            CK(cudaGraphExecDestroy(ge));
+            CK(cudaGraphDestroy(gr));
+            return 1e3 * ms / (3 * ITER);
+        };
+        if (prof) {
+            if (strcmp(pshape, sh.name)) continue;
+            for (int i = 0; i < 10; i++) {
+                CK(base((const uint16_t *)((char *)Wc + (size_t)(i % NC) * wbytes)));
+                CK(cuk_skinny_linear_cfg(st, X, K, T, (const uint16_t *)((char *)Wc + (size_t)((i + 3) % NC) * wbytes),
+                                         N, K, sh.mode, out, No, pnw0, pcs0, pst0));
+            }
+            CK(cudaStreamSynchronize(st));
+            continue;
+        }
+        reset();
+        CK(base(Wc));
+        CK(cudaStreamSynchronize(st));
+        std::vector<double> ref = fetch(out, (size_t)T * No, f32);
+        double tb = timeit(base);
+        printf("%-14s %-12s %9.2f %9.0f %8s\n", sh.name, "cublasLt", tb, wbytes / tb / 1e3, "-");
+        /* every cuBLASLt candidate (heuristic answers + split-K variants), cold, in a graph */
+        for (int ci = 0; ci < 64; ci++) {
+            pi0_gemm_ctx *gf;
+            if (pi0_gemm_ctx_create(&gf, ws, 32 << 20) != PI0_OK) break;
+            pi0_gemm_ctx_force_candidate(gf, ci);
+            pi0_gemm_ctx *keep = g;
+            g = gf;
+            reset();
+            cudaError_t be = base(Wc);
+            int nc = pi0_gemm_ctx_force_candidate(gf, ci);
+            if (be != cudaSuccess || ci >= nc) { g = keep; pi0_gemm_ctx_free(gf); cudaGetLastError(); break; }
+            CK(cudaStreamSynchronize(st));
+            double r = rel(fetch(out, (size_t)T * No, f32), ref);
+            double t = timeit(base);
+            g = keep;
+            pi0_gemm_ctx_free(gf);
+            char nm[32];
+            snprintf(nm, sizeof nm, "lt cand %d/%d", ci, nc);
+            printf("%-14s %-12s %9.2f %9.0f %8.1e\n", sh.name, nm, t, wbytes / t / 1e3, r);
+        }
+        double best = 1e30;
+        for (int nw = 4; nw <= 8; nw *= 2)
+            for (int cs = 1; cs <= 8; cs *= 2)
+            for (int sg = 1; sg <= 2; sg++) {
+                auto fn = [&](const uint16_t *W) {
+                    return cuk_skinny_linear_cfg(st, X, K, T, W, N, K, sh.mode, out, No, nw, cs, sg);
+                };
+                reset();
+                cudaError_t le = fn(Wc);
+                if (le == cudaErrorInvalidValue) { cudaGetLastError(); continue; }
+                CK(le);
+                CK(cudaStreamSynchronize(st));
+                double r = rel(fetch(out, (size_t)T * No, f32), ref);
+                double t = timeit(fn);
+                char nm[32];
+                snprintf(nm, sizeof nm, "nw%d cs%d mt%d", nw, cs, sg);
+                printf("%-14s %-12s %9.2f %9.0f %8.1e%s\n", sh.name, nm, t, wbytes / t / 1e3, r, r > 1e-2 ? "  BAD" : "");
+                if (r <= 1e-2 && t < best) best = t;
+            }
+        int pnw, pcs, pst;
+        cuk_skinny_pick(T, N, K, sh.mode, 256, &pnw, &pcs, &pst);
+        printf("%-14s default pick: nw%d cs%d mt%d\n", sh.name, pnw, pcs, pst);
+        tot_base += tb;
+        tot_best += best;
+        cudaFree(X); cudaFree(Wc); cudaFree(tmp); cudaFree(out); cudaFree(res0);
+    }
+    if (prof) return 0;
+    printf("per layer (4 linears): cuBLASLt %.1f us, best streaming %.1f us\n", tot_base, tot_best);
+    /* fused QKV + RoPE vs GEMM + rope kernel */
+    {
+        const int T = 51, nh = 8, hd = 256, K = 1024, N = (nh + 2) * hd, pos0 = 788, S = pos0 + T;
+        const size_t wbytes = (size_t)N * K * 2;
+        const int NC = (int)((200u << 20) / wbytes) + 1;
+        uint16_t *X, *Wc, *qkv, *qr, *kc, *vc;
+        float *cs, *sn;
+        CK(cudaMalloc(&X, (size_t)T * K * 2)); CK(cudaMemset(X, 0, (size_t)T * K * 2));
+        CK(cudaMalloc(&Wc, wbytes * NC)); CK(cudaMemset(Wc, 0, wbytes * NC));
+        CK(cudaMalloc(&qkv, (size_t)T * N * 2));
+        CK(cudaMalloc(&qr, (size_t)T * nh * hd * 2));
+        CK(cudaMalloc(&kc, (size_t)S * hd * 2));
+        CK(cudaMalloc(&vc, (size_t)S * hd * 2));
+        CK(cudaMalloc(&cs, (size_t)S * hd / 2 * 4)); CK(cudaMemset(cs, 0, (size_t)S * hd / 2 * 4));
+        CK(cudaMalloc(&sn, (size_t)S * hd / 2 * 4)); CK(cudaMemset(sn, 0, (size_t)S * hd / 2 * 4));
+        auto unf = [&](const uint16_t *W) -> cudaError_t {
+            if (pi0_linear(g, st, T, N, K, X, K, GEMM_BF16, W, K, GEMM_BF16, qkv, N, GEMM_BF16, 0.f, GEMM_EPI_NONE, NULL))
+                return cudaErrorUnknown;
+            return cuk_rope_qkv(st, qkv, cs, sn, pos0, T, nh, hd, qr, kc, vc);
+        };
+        auto fus = [&](const uint16_t *W) { return cuk_skinny_qkv_rope(st, X, K, T, W, K, cs, sn, pos0, nh, hd, qr, kc, vc); };
+        for (int v = 0; v < 2; v++) {
+            cudaGraph_t gr;
+            cudaGraphExec_t ge;
+            CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+            for (int i = 0; i < ITER; i++) {
+                const uint16_t *W = (const uint16_t *)((char *)Wc + (size_t)(i % NC) * wbytes);
+                CK(v ? fus(W) : unf(W));
+            }
+            CK(cudaStreamEndCapture(st, &gr));
+            CK(cudaGraphInstantiate(&ge, gr, 0));
+            CK(cudaGraphLaunch(ge, st));
+            CK(cudaEventRecord(e0, st));
+            for (int r = 0; r < 3; r++) CK(cudaGraphLaunch(ge, st));
+            CK(cudaEventRecord(e1, st));
+            CK(cudaEventSynchronize(e1));
+            float ms;
+            CK(cudaEventElapsedTime(&ms, e0, e1));
+            printf("qkv+rope %-22s %9.2f us\n", v ? "streaming fused" : "cuBLASLt + rope kernel", 1e3 * ms / (3 * ITER));
+            CK(cudaGraphExecDestroy(ge));
+            CK(cudaGraphDestroy(gr));
+        }
+    }
+    pi0_gemm_ctx_free(g);
+    return 0;
+}
