@@ -64,6 +64,29 @@ static double rel(const std::vector<double> &a, const std::vector<double> &b) {
     return sqrt(num / (den + 1e-30));
 }
 
+/* us per call of fn(W), ITER calls rotating W through NC copies of wbytes, captured in one graph and
+ * replayed 3 times after one warm-up replay */
+template <class F>
+static double time_graph(cudaStream_t st, cudaEvent_t e0, cudaEvent_t e1, int ITER, const void *Wc, int NC,
+                         size_t wbytes, F fn) {
+    cudaGraph_t gr;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < ITER; i++) CK(fn((const uint16_t *)((const char *)Wc + (size_t)(i % NC) * wbytes)));
+    CK(cudaStreamEndCapture(st, &gr));
+    CK(cudaGraphInstantiate(&ge, gr, 0));
+    CK(cudaGraphLaunch(ge, st));
+    CK(cudaEventRecord(e0, st));
+    for (int r = 0; r < 3; r++) CK(cudaGraphLaunch(ge, st));
+    CK(cudaEventRecord(e1, st));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    CK(cudaGraphExecDestroy(ge));
+    CK(cudaGraphDestroy(gr));
+    return 1e3 * ms / (3 * ITER);
+}
+
 int main() {
     const shape shapes[] = {{"qkv", 51, 2560, 1024, CUK_SK_BF16},
                             {"o_proj", 51, 1024, 2048, CUK_SK_RESID},
@@ -123,24 +146,7 @@ int main() {
             if (sh.mode == CUK_SK_GEGLU) return cuk_geglu(st, tmp, (uint16_t *)out, T, N / 2);
             return cudaSuccess;
         };
-        auto timeit = [&](auto fn) -> double {
-            cudaGraph_t gr;
-            cudaGraphExec_t ge;
-            CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-            for (int i = 0; i < ITER; i++) CK(fn((const uint16_t *)((char *)Wc + (size_t)(i % NC) * wbytes)));
-            CK(cudaStreamEndCapture(st, &gr));
-            CK(cudaGraphInstantiate(&ge, gr, 0));
-            CK(cudaGraphLaunch(ge, st));
-            CK(cudaEventRecord(e0, st));
-            for (int r = 0; r < 3; r++) CK(cudaGraphLaunch(ge, st));
-            CK(cudaEventRecord(e1, st));
-            CK(cudaEventSynchronize(e1));
-            float ms;
-            CK(cudaEventElapsedTime(&ms, e0, e1));
-            CK(cudaGraphExecDestroy(ge));
-            CK(cudaGraphDestroy(gr));
-            return 1e3 * ms / (3 * ITER);
-        };
+        auto timeit = [&](auto fn) { return time_graph(st, e0, e1, ITER, Wc, NC, wbytes, fn); };
         if (prof) {
             if (strcmp(pshape, sh.name)) continue;
             for (int i = 0; i < 10; i++) {
@@ -227,25 +233,8 @@ int main() {
         };
         auto fus = [&](const uint16_t *W) { return cuk_skinny_qkv_rope(st, X, K, T, W, K, cs, sn, pos0, nh, hd, qr, kc, vc); };
         for (int v = 0; v < 2; v++) {
-            cudaGraph_t gr;
-            cudaGraphExec_t ge;
-            CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-            for (int i = 0; i < ITER; i++) {
-                const uint16_t *W = (const uint16_t *)((char *)Wc + (size_t)(i % NC) * wbytes);
-                CK(v ? fus(W) : unf(W));
-            }
-            CK(cudaStreamEndCapture(st, &gr));
-            CK(cudaGraphInstantiate(&ge, gr, 0));
-            CK(cudaGraphLaunch(ge, st));
-            CK(cudaEventRecord(e0, st));
-            for (int r = 0; r < 3; r++) CK(cudaGraphLaunch(ge, st));
-            CK(cudaEventRecord(e1, st));
-            CK(cudaEventSynchronize(e1));
-            float ms;
-            CK(cudaEventElapsedTime(&ms, e0, e1));
-            printf("qkv+rope %-22s %9.2f us\n", v ? "streaming fused" : "cuBLASLt + rope kernel", 1e3 * ms / (3 * ITER));
-            CK(cudaGraphExecDestroy(ge));
-            CK(cudaGraphDestroy(gr));
+            double us = v ? time_graph(st, e0, e1, ITER, Wc, NC, wbytes, fus) : time_graph(st, e0, e1, ITER, Wc, NC, wbytes, unf);
+            printf("qkv+rope %-22s %9.2f us\n", v ? "streaming fused" : "cuBLASLt + rope kernel", us);
         }
     }
     pi0_gemm_ctx_free(g);
