@@ -110,7 +110,7 @@ typedef struct {
 } pi0_session_params;
 
 /* Experimental CUDA variants (correct, measured slower on the H100; see bench/NOTES.md). */
-#define PI0_EXP_GEMM_TUNE 1u    /* time cuBLASLt candidates instead of taking the heuristic's first */
+#define PI0_EXP_GEMM_TUNE 1u    /* time cuBLASLt candidates for the few-token GEMMs too (default: >= 256 tokens only) */
 #define PI0_EXP_FUSED_ATTN 2u   /* fused WMMA attention instead of cuBLASLt QK^T, softmax, PV */
 #define PI0_EXP_SKINNY_GEMM 4u  /* hand-written GEMM for the action expert's few tokens */
 #define PI0_EXP_OP_TIMES 8u     /* with profile_stages: log per-op device times at session free */
@@ -122,6 +122,9 @@ typedef struct {
                                  * instead of the one-launch flash kernel (v2, the default) */
 #define PI0_EXP_NO_FLASH_ATTN 128u /* ViT and prefill attention through cuBLASLt QK^T, softmax, PV (v14) instead of
                                     * the fused flash kernel cuk_flash_attn */
+#define PI0_EXP_NO_TUNE 1024u    /* no timing-based cuBLASLt algorithm choice for the ViT / prefill GEMMs */
+#define PI0_EXP_PDL 512u         /* programmatic dependent launch of the expert's RMSNorm, MQA attention and (with
+                                  * SKINNY_GEMM) streaming GEMMs: each may start while its predecessor runs */
 pi0_session_params pi0_session_default_params(void);
 
 pi0_status pi0_session_create(pi0_model *model, const pi0_session_params *params, pi0_session **out);

@@ -62,7 +62,9 @@ static unsigned experimental_from_env(void) {
              {"PI0_CUDA_MQA_MERGE_ROW", PI0_EXP_MQA_MERGE_ROW},
              {"PI0_CUDA_MQA_ROWS64", PI0_EXP_MQA_ROWS64},
              {"PI0_CUDA_MQA_V13", PI0_EXP_MQA_V13},
-             {"PI0_CUDA_NO_FLASH_ATTN", PI0_EXP_NO_FLASH_ATTN}};
+             {"PI0_CUDA_NO_FLASH_ATTN", PI0_EXP_NO_FLASH_ATTN},
+             {"PI0_CUDA_PDL", PI0_EXP_PDL},
+             {"PI0_CUDA_NO_TUNE", PI0_EXP_NO_TUNE}};
     unsigned bits = 0;
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
         const char *v = getenv(k[i].var);

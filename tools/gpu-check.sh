@@ -4,14 +4,15 @@
 # (1 camera, horizon 10: GPU vs the CPU backend), then `pi0 bench`. Logs go to $OUT; a
 # short table is printed last.
 #
-#   tools/gpu-check.sh [all|tests|bench]   (default all)
+#   tools/gpu-check.sh [all|tests|bench|quick]   (default all; quick: build pi0 only, bench_main and
+#        one bench per entry of BENCH_VARIANTS="VAR=1;VAR2=1 VAR3=1", no tests)
 #   tools/gpu-check.sh make-deps           (here, before the first run: fill .deps/, see below)
 #   device call: run(command="tools/gpu-check.sh all", carry=[".deps"])
 #   env: BENCH_RUNS (200), SKIP_FULL=1 (no full-config parity), BUDGET_S (570: the full-config
 #        parity gets what is left of it), BENCH_ALT_ENV="VAR=1" (one more bench with a variant
 #        switched on, e.g. PI0_CUDA_SKINNY=1, PI0_CUDA_FUSED_ATTN=1, PI0_CUDA_TUNE=1,
 #        PI0_CUDA_EXPERT_GEMM_ATTN=1, PI0_CUDA_MQA_ROWS64=1, PI0_CUDA_MQA_MERGE_ROW=1,
-#        PI0_CUDA_MQA_V13=1, PI0_CUDA_NO_FLASH_ATTN=1),
+#        PI0_CUDA_MQA_V13=1, PI0_CUDA_NO_FLASH_ATTN=1, PI0_CUDA_PDL=1, PI0_CUDA_NO_TUNE=1),
 #        OPTIME_ENV (env for the per-op breakdown run), PI0_TEST_EXP=<PI0_EXP_* bits> (the parity
 #        tests' GPU sessions run with those variants)
 #
@@ -49,13 +50,13 @@ runlog() { # runlog NAME TIMEOUT CMD... : run, tee into $OUT/NAME.log and the ma
     local name=$1 to=$2
     shift 2
     say "=== $name: $*"
-    local t0=$(date +%s.%N)
+    local t0=$(date +%s%N)
     local dst="$OUT/$name.log"
     case $name in configure | build) dst="/tmp/pi0-$name.log" ;; esac
     timeout "$to" "$@" 2>&1 | tee "$dst" | tee -a "$LOG" | tail -n 60
     local rc=${PIPESTATUS[0]}
-    local t1=$(date +%s.%N)
-    say "=== $name: rc=$rc ($(echo "$t1 - $t0" | bc 2>/dev/null || echo ?) s)"
+    local t1=$(date +%s%N)
+    say "=== $name: rc=$rc ($(( (t1 - t0) / 1000000 )) ms)"
     STATUS+=("$name rc=$rc")
     return $rc
 }
@@ -84,7 +85,31 @@ if [ ! -f /usr/include/wslay/wslay.h ] && [ -f .deps/include/wslay/wslay.h ]; th
     export LD_LIBRARY_PATH="$PWD/.deps/lib:${LD_LIBRARY_PATH:-}"
 fi
 runlog configure 300 cmake -B build-gpu "${ARGS[@]}" . || { printf '%s\n' "${STATUS[@]}"; exit 1; }
-runlog build 600 cmake --build build-gpu -j "$(nproc)" || { printf '%s\n' "${STATUS[@]}"; exit 1; }
+TARGET=()
+[ "$MODE" = quick ] && TARGET=(--target pi0_cli)
+runlog build 600 cmake --build build-gpu -j "$(nproc)" "${TARGET[@]}" || { printf '%s\n' "${STATUS[@]}"; exit 1; }
+if [ "$MODE" = quick ]; then
+    R=${BENCH_RUNS:-100}
+    BENCH="./build-gpu/pi0 bench --backend cuda --horizon 50 --cameras 3 --prompt-len 20 --runs $R"
+    runlog bench_main 240 $BENCH
+    i=0
+    IFS=';' read -ra VARS <<<"${BENCH_VARIANTS:-}"
+    for v in "${VARS[@]}"; do
+        i=$((i + 1))
+        runlog "bench_v$i" 240 env $v $BENCH
+    done
+    [ -n "${OPTIME_ENV+x}" ] && runlog bench_optime 240 env PI0_CUDA_OPTIME=1 $OPTIME_ENV $BENCH --runs 5 --warmup 2 --stage-runs 20
+    echo; echo "================ quick summary ($DEVICE, $COMMIT)"
+    LABELS=("main" "${VARS[@]}")
+    for j in "${!LABELS[@]}"; do
+        f="$OUT/bench_v$j.log"
+        [ "$j" = 0 ] && f="$OUT/bench_main.log"
+        [ -f "$f" ] || continue
+        echo "-- ${LABELS[$j]}"
+        grep -hE "^\| (cuda|cpu) |^\| (ViT|LLM|Diffusion|per step)" "$f"
+    done
+    exit 0
+fi
 
 if [ "$MODE" != bench ]; then
     runlog test_kernels 300 ./build-gpu/tests/test_kernels

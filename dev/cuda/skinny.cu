@@ -231,7 +231,7 @@ int main() {
                 return cudaErrorUnknown;
             return cuk_rope_qkv(st, qkv, cs, sn, pos0, T, nh, hd, qr, kc, vc);
         };
-        auto fus = [&](const uint16_t *W) { return cuk_skinny_qkv_rope(st, X, K, T, W, K, cs, sn, pos0, nh, hd, qr, kc, vc); };
+        auto fus = [&](const uint16_t *W) { return cuk_skinny_qkv_rope(st, X, K, T, W, K, cs, sn, pos0, nh, hd, qr, kc, vc, 0); };
         for (int v = 0; v < 2; v++) {
             double us = v ? time_graph(st, e0, e1, ITER, Wc, NC, wbytes, fus) : time_graph(st, e0, e1, ITER, Wc, NC, wbytes, unf);
             printf("qkv+rope %-22s %9.2f us\n", v ? "streaming fused" : "cuBLASLt + rope kernel", us);

@@ -448,7 +448,7 @@ static void test_skinny_rope(int T, int nh, int hd, int K, int pos0) {
     CK(cudaMemset(k_d, 0, nkv * 2)); CK(cudaMemset(v_d, 0, nkv * 2));
     CK(cudaMemset(k_d + (size_t)pos0 * hd, 0xff, (size_t)T * hd * 2));
     CK(cudaMemset(v_d + (size_t)pos0 * hd, 0xff, (size_t)T * hd * 2));
-    CK(cuk_skinny_qkv_rope(0, X_d, K, T, W_d, K, cs_d, sn_d, pos0, nh, hd, q_d, k_d, v_d));
+    CK(cuk_skinny_qkv_rope(0, X_d, K, T, W_d, K, cs_d, sn_d, pos0, nh, hd, q_d, k_d, v_d, 0));
     uint16_t *qg = (uint16_t *)malloc(nq * 2), *kg = (uint16_t *)malloc(nkv * 2), *vg = (uint16_t *)malloc(nkv * 2);
     down(qg, q_d, nq); down(kg, k_d, nkv); down(vg, v_d, nkv);
     char nm[96];
@@ -462,6 +462,85 @@ static void test_skinny_rope(int T, int nh, int hd, int K, int pos0) {
         if (kg[i] || vg[i]) { printf("  skinny_qkv_rope wrote outside its cache rows: FAIL\n"); g_fail = 1; break; }
     cudaFree(X_d); cudaFree(W_d); cudaFree(q_d); cudaFree(k_d); cudaFree(v_d); cudaFree(cs_d); cudaFree(sn_d);
     free(X); free(W); free(cs); free(sn); free(qkv); free(qc); free(kcc); free(vcc); free(qg); free(kg); free(vg);
+}
+
+/*
+ * The expert's few-token chain (RMSNorm -> streaming GEMM -> ... -> MQA attention) under programmatic
+ * dependent launch (CUK_PDL) must give bitwise what the plain launches give: eagerly on a stream and
+ * replayed from a captured graph (programmatic edges). Three rounds of norm, QKV + RoPE, attention,
+ * o (+= x), norm, gate/up + GeGLU, down (+= x); the output is poisoned between runs.
+ */
+static void test_pdl_chain(int T, int D, int F, int nh, int hd, int P) {
+    const int N = (nh + 2) * hd, S = P + T, half = hd / 2;
+    float *x0 = rand_f((size_t)T * D, 1.f, 0.f), *nw = rand_f(D, 0.1f, 0.f);
+    uint16_t *Wq = rand_bf((size_t)N * D, 1.f / sqrtf((float)D)), *Wo = rand_bf((size_t)D * nh * hd, 1.f / sqrtf((float)nh * hd));
+    uint16_t *Wg = rand_bf((size_t)2 * F * D, 1.f / sqrtf((float)D)), *Wd = rand_bf((size_t)D * F, 1.f / sqrtf((float)F));
+    uint16_t *kv = rand_bf((size_t)S * hd, 1.f);
+    float *cs = (float *)malloc((size_t)S * half * 4), *sn = (float *)malloc((size_t)S * half * 4);
+    for (size_t i = 0; i < (size_t)S * half; i++) { cs[i] = cosf(0.01f * i); sn[i] = sinf(0.01f * i); }
+    float *x_d = dalloc<float>((size_t)T * D), *nw_d = dalloc<float>(D), *cs_d = dalloc<float>((size_t)S * half),
+          *sn_d = dalloc<float>((size_t)S * half);
+    uint16_t *Wq_d = dalloc<uint16_t>((size_t)N * D), *Wo_d = dalloc<uint16_t>((size_t)D * nh * hd),
+             *Wg_d = dalloc<uint16_t>((size_t)2 * F * D), *Wd_d = dalloc<uint16_t>((size_t)D * F);
+    uint16_t *h_d = dalloc<uint16_t>((size_t)T * D), *q_d = dalloc<uint16_t>((size_t)T * nh * hd),
+             *o_d = dalloc<uint16_t>((size_t)T * nh * hd), *a_d = dalloc<uint16_t>((size_t)T * F),
+             *k_d = dalloc<uint16_t>((size_t)S * hd), *v_d = dalloc<uint16_t>((size_t)S * hd);
+    up(nw_d, nw, D); up(cs_d, cs, (size_t)S * half); up(sn_d, sn, (size_t)S * half);
+    up(Wq_d, Wq, (size_t)N * D); up(Wo_d, Wo, (size_t)D * nh * hd); up(Wg_d, Wg, (size_t)2 * F * D); up(Wd_d, Wd, (size_t)D * F);
+    cudaStream_t st;
+    CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    auto chain = [&](int pdl) -> cudaError_t {
+        cudaError_t e = cudaSuccess;
+        for (int r = 0; r < 3 && e == cudaSuccess; r++) {
+            if ((e = cuk_rmsnorm(st, x_d, nw_d, h_d, CUK_BF16 | pdl, T, D, 1e-6f))) break;
+            if ((e = cuk_skinny_qkv_rope(st, h_d, D, T, Wq_d, D, cs_d, sn_d, P, nh, hd, q_d, k_d, v_d, pdl))) break;
+            if ((e = cuk_attention_mqa(st, q_d, T * nh, k_d, v_d, S, hd, 1.f / sqrtf((float)hd), 0, 0, o_d, NULL, 0,
+                                       CUK_MQA_MERGE_COL4, CUK_MQA_FLASH | pdl))) break;
+            if ((e = cuk_skinny_linear(st, o_d, nh * hd, T, Wo_d, D, nh * hd, CUK_SK_RESID | pdl, x_d, D))) break;
+            if ((e = cuk_rmsnorm(st, x_d, nw_d, h_d, CUK_BF16 | pdl, T, D, 1e-6f))) break;
+            if ((e = cuk_skinny_linear(st, h_d, D, T, Wg_d, 2 * F, D, CUK_SK_GEGLU | pdl, a_d, F))) break;
+            e = cuk_skinny_linear(st, a_d, F, T, Wd_d, D, F, CUK_SK_RESID | pdl, x_d, D);
+        }
+        return e;
+    };
+    auto reset = [&]() {
+        up(x_d, x0, (size_t)T * D);
+        up(k_d, kv, (size_t)S * hd); up(v_d, kv, (size_t)S * hd);
+        CK(cudaMemset(h_d, 0xff, (size_t)T * D * 2)); CK(cudaMemset(q_d, 0xff, (size_t)T * nh * hd * 2));
+        CK(cudaMemset(o_d, 0xff, (size_t)T * nh * hd * 2)); CK(cudaMemset(a_d, 0xff, (size_t)T * F * 2));
+        CK(cudaDeviceSynchronize());
+    };
+    float *ref = (float *)malloc((size_t)T * D * 4), *got = (float *)malloc((size_t)T * D * 4);
+    reset();
+    CK(chain(0));
+    CK(cudaStreamSynchronize(st));
+    CK(cudaMemcpy(ref, x_d, (size_t)T * D * 4, cudaMemcpyDeviceToHost));
+    int finite = 1;
+    for (size_t i = 0; i < (size_t)T * D; i++) finite &= isfinite(ref[i]) ? 1 : 0;
+    reset();
+    CK(chain(CUK_PDL));
+    CK(cudaStreamSynchronize(st));
+    CK(cudaMemcpy(got, x_d, (size_t)T * D * 4, cudaMemcpyDeviceToHost));
+    int eager_ok = !memcmp(ref, got, (size_t)T * D * 4);
+    reset();
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t ge = NULL;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    cudaError_t ce = chain(CUK_PDL);
+    CK(cudaStreamEndCapture(st, &g));
+    CK(ce);
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    CK(cudaGraphLaunch(ge, st));
+    CK(cudaStreamSynchronize(st));
+    CK(cudaMemcpy(got, x_d, (size_t)T * D * 4, cudaMemcpyDeviceToHost));
+    int graph_ok = !memcmp(ref, got, (size_t)T * D * 4);
+    printf("  pdl chain T=%d D=%d F=%d: finite %d, eager == plain %d, graph == plain %d: %s\n", T, D, F, finite,
+           eager_ok, graph_ok, finite && eager_ok && graph_ok ? "ok" : "FAIL");
+    if (!(finite && eager_ok && graph_ok)) g_fail = 1;
+    cudaGraphExecDestroy(ge); cudaGraphDestroy(g); cudaStreamDestroy(st);
+    cudaFree(x_d); cudaFree(nw_d); cudaFree(cs_d); cudaFree(sn_d); cudaFree(Wq_d); cudaFree(Wo_d); cudaFree(Wg_d);
+    cudaFree(Wd_d); cudaFree(h_d); cudaFree(q_d); cudaFree(o_d); cudaFree(a_d); cudaFree(k_d); cudaFree(v_d);
+    free(x0); free(nw); free(Wq); free(Wo); free(Wg); free(Wd); free(kv); free(cs); free(sn); free(ref); free(got);
 }
 
 /* pi0_linear: Y (T, out) = X W^T + bias (+ beta Y), epilogues, bf16 / f32 outputs */
@@ -543,6 +622,8 @@ int main(void) {
     test_skinny_rope(51, 8, 256, 1024, 788);
     test_skinny_rope(50, 8, 256, 1024, 789);
     test_skinny_rope(3, 2, 64, 128, 5);
+    test_pdl_chain(51, 1024, 4096, 8, 256, 789);
+    test_pdl_chain(11, 128, 256, 2, 64, 40);
     test_attention(400, 839, 256, 0);
     test_attention(8, 531, 256, 0);
     test_attention(600, 530, 256, 1);

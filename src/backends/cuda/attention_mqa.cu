@@ -380,6 +380,8 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
         }
     };
     /* first chunk in three groups: Q and K columns [0, HD/2), then [HD/2, HD), then V */
+    pdl_trigger();
+    pdl_wait(); /* Q and the newest K/V rows come from the previous kernel */
     loadq(0, VH);
     if (nmy > 0) load(cb, 0, 0, 0, VH);
     cp_async_commit();
@@ -657,6 +659,7 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
 #define MQ_PREMERGE 1
 #define MQ_SPREAD 2
 #define MQ_PUSH 4 /* merge by pushing the partials to the owner CTAs (st.async + mbarrier) instead of pulling */
+#define MQ_PDL 8  /* programmatic dependent launch (CUK_PDL) */
 #define MQ_SPREAD_SMEM ((size_t)116 * 1024)
 #ifdef MQ_DIAG
 static int mq_diag = 0;
@@ -704,13 +707,14 @@ static cudaError_t mq_flash_launch(cudaStream_t st, const bf16 *q, int R, const 
     cfg.blockDim = dim3(C::NTH, 1, 1);
     cfg.dynamicSmemBytes = sm;
     cfg.stream = st;
-    cudaLaunchAttribute at[1];
+    cudaLaunchAttribute at[2];
     at[0].id = cudaLaunchAttributeClusterDimension;
     at[0].val.clusterDim.x = (unsigned)ns;
     at[0].val.clusterDim.y = 1;
     at[0].val.clusterDim.z = 1;
     cfg.attrs = at;
     cfg.numAttrs = 1;
+    pdl_attr(at, &cfg.numAttrs, flags & MQ_PDL);
     signed char &okc = ok[ns][nbuf - 1][spread];
     if (!okc) {
         int ncl = 0;
@@ -765,9 +769,12 @@ cudaError_t cuk_attention_mqa(cudaStream_t st, const uint16_t *q, int R, const u
                               size_t part_floats, int merge, int tile_rows) {
     if (R <= 0 || S <= 0) return cudaSuccess;
     if (hd % 16 || hd > 256) return cudaErrorInvalidValue;
+    const int pdl = tile_rows & CUK_PDL; /* the flash kernel only; the two-kernel fallback launches plainly */
+    tile_rows &= ~CUK_PDL;
     if (tile_rows == CUK_MQA_FLASH || tile_rows == CUK_MQA_FLASH_PUSH) {
         cudaError_t e = mq_flash_auto(st, (const bf16 *)q, R, (const bf16 *)k, (const bf16 *)v, S, hd, scale,
-                                      rows_lim, n_lim, (bf16 *)out, tile_rows == CUK_MQA_FLASH_PUSH ? MQ_PUSH : 0);
+                                      rows_lim, n_lim, (bf16 *)out,
+                                      (tile_rows == CUK_MQA_FLASH_PUSH ? MQ_PUSH : 0) | (pdl ? MQ_PDL : 0));
         if (e != cudaErrorInvalidValue) return e;
         tile_rows = 32; /* cluster not schedulable: the two-kernel path */
     }

@@ -398,6 +398,7 @@ typedef struct {
     int Srows;
     float *apart;    /* split-key attention partials */
     int skinny;      /* cuk_skinny_linear for T <= 64 (expert, state token); opt-in: PI0_CUDA_SKINNY=1 */
+    int pdl;         /* CUK_PDL or 0: programmatic dependent launch along the expert chain (PI0_EXP_PDL) */
     size_t apart_floats;
     int gemm_attn;   /* 1: cuBLASLt QK^T + softmax + PV (default); 0: fused kernel (PI0_CUDA_FUSED_ATTN=1) */
     int mqa_attn;    /* expert (T <= 64) attention through cuk_attention_mqa (default; off: PI0_EXP_EXPERT_GEMM_ATTN) */
@@ -612,11 +613,13 @@ static pi0_status cu_session_init(pi0_session *ss) {
         csess_free(s);
         return pst;
     }
-    /* timing-based algorithm choice: opt-in (PI0_EXP_GEMM_TUNE). Timed back to back, the weights sit
-     * in L2 and the tuner prefers algorithms that lose once the weights stream from DRAM: measured
-     * 21.6 ms tuned vs 21.0 ms heuristic E2E (bench/NOTES.md). */
-    if (ss->experimental & PI0_EXP_GEMM_TUNE)
-        pi0_gemm_ctx_set_tuning(s->g, s->tune, s->tune_bytes);
+    /* timing-based algorithm choice for the compute-bound GEMMs (ViT, prefill: >= 256 tokens), where the
+     * heuristic's tiles leave SMs idle (N = 1152 / 2048 outputs: 54-112 tiles on 132 SMs). Few-token
+     * GEMMs keep the heuristic: timed back to back their weights sit in L2 and the tuner prefers
+     * algorithms that lose once the weights stream from DRAM (21.6 vs 21.0 ms E2E, bench/NOTES.md);
+     * PI0_EXP_GEMM_TUNE tunes those too, PI0_EXP_NO_TUNE none. */
+    if (!(ss->experimental & PI0_EXP_NO_TUNE))
+        pi0_gemm_ctx_set_tuning(s->g, s->tune, s->tune_bytes, (ss->experimental & PI0_EXP_GEMM_TUNE) ? 0 : 256);
     /* attention: cuBLASLt QK^T -> softmax -> PV by default; the fused WMMA kernel (cuk_attention) is
      * correct but measured slower on the H100 (bench/NOTES.md), so it is opt-in: PI0_EXP_FUSED_ATTN */
     s->gemm_attn = !(ss->experimental & PI0_EXP_FUSED_ATTN);
@@ -637,6 +640,9 @@ static pi0_status cu_session_init(pi0_session *ss) {
      * (dev/cuda/attention_flash.cu, bench/results/2026-11-24-h100-flash-attn-playground.txt);
      * shapes it does not take fall back to cuBLASLt QK^T + softmax + PV */
     s->flash_attn = !(ss->experimental & PI0_EXP_NO_FLASH_ATTN);
+    /* programmatic dependent launch along the expert's kernel chain (RMSNorm, streaming GEMM, MQA attention):
+     * each kernel starts streaming its weights while its predecessor still runs */
+    s->pdl = (ss->experimental & PI0_EXP_PDL) ? CUK_PDL : 0;
     if ((ss->experimental & PI0_EXP_OP_TIMES) && ss->profile_stages) {
         s->optime = 1;
         s->mev = (cudaEvent_t *)calloc(4096, sizeof(cudaEvent_t));
@@ -823,7 +829,7 @@ static pi0_status skinny(fctx *f, int T, const bf *X, int ldx, const bf *W, int 
     csess *s = f->s;
     *done = 0;
     if (!s->skinny || T > 64) return PI0_OK;
-    cudaError_t e = cuk_skinny_linear(f->st, X, ldx, T, W, N, K, mode, out, ldo);
+    cudaError_t e = cuk_skinny_linear(f->st, X, ldx, T, W, N, K, mode | s->pdl, out, ldo);
     if (e == cudaErrorInvalidValue) return PI0_OK;
     if (e != cudaSuccess)
         return pi0_fail(PI0_ERR_BACKEND, "cuk_skinny_linear(T=%d N=%d K=%d) failed: %s", T, N, K, cudaGetErrorString(e));
@@ -842,7 +848,9 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
     bf *Kc = s->kc + (size_t)layer * s->Srows * hd, *Vc = s->vc + (size_t)layer * s->Srows * hd;
     if (T <= 0) return PI0_OK;
     const char *tag = D == c->llm_width ? "llm" : T == 1 ? "state" : "exp";
-    CU(cuk_rmsnorm(st, x, Lw->attn_norm, s->h, CUK_BF16, T, D, kEps));
+    /* the few-token chain (norms, streaming GEMMs, MQA attention) may run under PDL */
+    const int pdl = T <= 64 ? s->pdl : 0;
+    CU(cuk_rmsnorm(st, x, Lw->attn_norm, s->h, CUK_BF16 | pdl, T, D, kEps));
     mark(f, tag, "norm");
     int done = 0;
     if (kv_only) {
@@ -857,7 +865,8 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
     /* few tokens: QKV GEMM, RoPE and the K/V scatter in one streaming-GEMM launch when the shape fits */
     cudaError_t qe = cudaErrorInvalidValue;
     if (s->skinny && T <= 64) {
-        qe = cuk_skinny_qkv_rope(st, s->h, D, T, Lw->qkv_w, D, s->rope_c, s->rope_s, pos0, nh, hd, s->qr, Kc, Vc);
+        qe = cuk_skinny_qkv_rope(st, s->h, D, T, Lw->qkv_w, D, s->rope_c, s->rope_s, pos0, nh, hd, s->qr, Kc, Vc,
+                                 pdl);
         if (qe != cudaSuccess && qe != cudaErrorInvalidValue)
             return pi0_fail(PI0_ERR_BACKEND, "cuk_skinny_qkv_rope(T=%d K=%d) failed: %s", T, D, cudaGetErrorString(qe));
     }
@@ -877,7 +886,7 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
     if (s->gemm_attn && s->mqa_attn && T <= 64) {
         cudaError_t e = cuk_attention_mqa(st, s->qr, T * nh, Kc, Vc, S, hd, 1.f / sqrtf((float)hd), state_rows,
                                           pos0 + 1, s->o, s->apart, s->apart_floats, s->mqa_merge,
-                                          s->mqa_rows);
+                                          s->mqa_rows | pdl);
         if (e != cudaSuccess && e != cudaErrorInvalidValue)
             return pi0_fail(PI0_ERR_BACKEND, "cuk_attention_mqa(R=%d S=%d) failed: %s", T * nh, S, cudaGetErrorString(e));
         mqa_done = e == cudaSuccess;
@@ -920,7 +929,7 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
         PI0_TRY(pi0_linear(s->g, st, T, D, qd, s->o, qd, GEMM_BF16, Lw->o_w, qd, GEMM_BF16, x, D, GEMM_F32, 1.f,
                            GEMM_EPI_NONE, NULL));
     mark(f, tag, "attn_pv_o");
-    CU(cuk_rmsnorm(st, x, Lw->ffn_norm, s->h, CUK_BF16, T, D, kEps));
+    CU(cuk_rmsnorm(st, x, Lw->ffn_norm, s->h, CUK_BF16 | pdl, T, D, kEps));
     mark(f, tag, "norm");
     PI0_TRY(skinny(f, T, s->h, D, Lw->gu_w, 2 * F, D, CUK_SK_GEGLU, s->act, F, &done));
     if (!done) {

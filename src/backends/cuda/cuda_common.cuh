@@ -14,6 +14,26 @@ typedef __nv_bfloat16 bf16;
 
 #define LAUNCH_RET() return cudaGetLastError()
 
+/* Programmatic dependent launch (CUK_PDL): pdl_wait() before reading anything the previous kernel of the
+ * stream wrote (a no-op when launched without the attribute); pdl_trigger() lets the next kernel launch. */
+static __device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+static __device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+/* Fill attribute slot at[*n] with the PDL attribute when pdl is set. */
+static inline void pdl_attr(cudaLaunchAttribute *at, unsigned *n, int pdl) {
+    if (!pdl) return;
+    at[*n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[*n].val.programmaticStreamSerializationAllowed = 1;
+    (*n)++;
+}
+
 static __device__ __forceinline__ float ld_bf(const uint16_t *p, long long i) {
     return __bfloat162float(reinterpret_cast<const bf16 *>(p)[i]);
 }

@@ -29,6 +29,7 @@ struct pi0_gemm_ctx {
     size_t ws_size;
     void *scratch; /* autotuning output buffer (NULL: take the heuristic's first algorithm) */
     size_t scratch_size;
+    int tune_min_n; /* tune only GEMMs of at least this many tokens (columns n) */
     cudaStream_t st;
     const void *tune_A, *tune_B, *tune_bias; /* operands of the call being planned */
     int force;                               /* >= 0: take this candidate index (measurement only) */
@@ -86,9 +87,10 @@ int pi0_gemm_ctx_force_candidate(pi0_gemm_ctx *g, int idx) {
     return g->ncand_last;
 }
 
-void pi0_gemm_ctx_set_tuning(pi0_gemm_ctx *g, void *scratch, size_t bytes) {
+void pi0_gemm_ctx_set_tuning(pi0_gemm_ctx *g, void *scratch, size_t bytes, int min_n) {
     g->scratch = scratch;
     g->scratch_size = bytes;
+    g->tune_min_n = min_n;
 }
 
 #define LT_CHECK(call)                                                                                   \
@@ -213,7 +215,7 @@ static pi0_status build_plan(pi0_gemm_ctx *g, const gemm_key *k, gemm_plan *p) {
     cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
     size_t es = k->tc == GEMM_BF16 ? 2 : 4;
     size_t need = ((size_t)(k->batch - 1) * (size_t)k->sC + (size_t)k->ldc * k->n) * es;
-    if (g->force < 0 && (!g->scratch || need > g->scratch_size || cudaStreamIsCapturing(g->st, &cs) != cudaSuccess ||
+    if (g->force < 0 && (!g->scratch || need > g->scratch_size || k->n < g->tune_min_n || cudaStreamIsCapturing(g->st, &cs) != cudaSuccess ||
                          cs != cudaStreamCaptureStatusNone))
         return PI0_OK;
     /*

@@ -31,9 +31,10 @@ typedef struct pi0_gemm_ctx pi0_gemm_ctx;
 
 pi0_status pi0_gemm_ctx_create(pi0_gemm_ctx **out, void *workspace, size_t ws_size);
 void pi0_gemm_ctx_free(pi0_gemm_ctx *g);
-/* Enable timing-based algorithm choice when a plan is made: candidates write into scratch
- * (must hold the largest output). Choices are shared process-wide (same algo per shape). */
-void pi0_gemm_ctx_set_tuning(pi0_gemm_ctx *g, void *scratch, size_t bytes);
+/* Enable timing-based algorithm choice when a plan is made for a GEMM of at least min_n tokens
+ * (columns n): candidates write into scratch (must hold the largest output). Choices are shared
+ * process-wide (same algo per shape). */
+void pi0_gemm_ctx_set_tuning(pi0_gemm_ctx *g, void *scratch, size_t bytes, int min_n);
 pi0_status pi0_gemm(pi0_gemm_ctx *g, cudaStream_t st, const pi0_gemm_args *a);
 /* Measurement only (dev/cuda playgrounds): plans made from now on take candidate idx of the tuner's
  * list (heuristic answers, then split-K variants) instead of the heuristic's first; idx < 0 restores

@@ -23,6 +23,13 @@ extern "C" {
 
 /* data types of raw buffers */
 enum { CUK_F32 = 0, CUK_BF16 = 1 };
+/*
+ * CUK_PDL, OR'd into the mode argument of cuk_rmsnorm (ydt), cuk_skinny_* (mode) and cuk_attention_mqa
+ * (tile_rows): launch with programmatic dependent launch. The kernel may start while the previous kernel
+ * of the stream still runs: it reads only constant data (weights) before griddepcontrol.wait, and lets
+ * its own successor launch at once. Captured into graphs as programmatic edges.
+ */
+enum { CUK_PDL = 1 << 16 };
 
 /* LayerNorm over rows of width w: y = (x-mu)/sqrt(var+eps)*g + b; x f32 (residual), y bf16; g,b f32. */
 cudaError_t cuk_layernorm(cudaStream_t st, const float *x, const float *g, const float *b, uint16_t *y,
@@ -177,7 +184,7 @@ void cuk_skinny_pick(int T, int N, int K, int mode, int hd, int *nw, int *cs, in
  */
 cudaError_t cuk_skinny_qkv_rope(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, int K,
                                 const float *cs, const float *sn, int pos0, int nh, int hd, uint16_t *qr,
-                                uint16_t *kc, uint16_t *vc);
+                                uint16_t *kc, uint16_t *vc, int flags /* 0 or CUK_PDL */);
 #ifdef __cplusplus
 }
 #endif

@@ -55,6 +55,8 @@ __global__ void k_rmsnorm(const float *x, const float *wt, void *y, int width, f
     __shared__ float red[33];
     long long r = blockIdx.x;
     const float *xr = x + r * width;
+    pdl_trigger();
+    pdl_wait();
     float q = 0.f;
     for (int i = threadIdx.x; i < width; i += blockDim.x) {
         float v = xr[i];
@@ -72,9 +74,20 @@ __global__ void k_rmsnorm(const float *x, const float *wt, void *y, int width, f
 cudaError_t cuk_rmsnorm(cudaStream_t st, const float *x, const float *w, void *y, int ydt, int rows,
                         int width, float eps) {
     if (rows <= 0) return cudaSuccess;
-    size_t sm = (size_t)width * sizeof(float);
-    if (ydt == CUK_BF16) k_rmsnorm<CUK_BF16><<<rows, NORM_THREADS, sm, st>>>(x, w, y, width, eps);
-    else k_rmsnorm<CUK_F32><<<rows, NORM_THREADS, sm, st>>>(x, w, y, width, eps);
+    const int pdl = ydt & CUK_PDL;
+    ydt &= ~CUK_PDL;
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDim = dim3((unsigned)rows);
+    cfg.blockDim = dim3(NORM_THREADS);
+    cfg.dynamicSmemBytes = (size_t)width * sizeof(float);
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    cfg.attrs = at;
+    pdl_attr(at, &cfg.numAttrs, pdl);
+    cudaError_t e = ydt == CUK_BF16 ? cudaLaunchKernelEx(&cfg, k_rmsnorm<CUK_BF16>, x, w, y, width, eps)
+                                    : cudaLaunchKernelEx(&cfg, k_rmsnorm<CUK_F32>, x, w, y, width, eps);
+    if (e != cudaSuccess) return e;
     LAUNCH_RET();
 }
 

@@ -113,8 +113,16 @@ __global__ void __launch_bounds__(NW * 32) k_skinny2(const uint16_t *__restrict_
             cp_async16_zfill_s(base + wdst[j], ok ? wsrc[j] + kt * SK_KT : W, ok);
         }
     };
-    /* the weight stream (DRAM) is requested first; the X slice (L2-resident) joins the first group */
-    load_stage(0);
+    /* The weight stream (DRAM, constant) fills the whole ring first: under programmatic dependent launch
+     * (CUK_PDL) this runs while the previous kernel still computes X. Then the successor may launch,
+     * and X (L2-resident, written by the previous kernel) is loaded after the grid dependency. */
+#pragma unroll
+    for (int s = 0; s < SK_ST; s++) {
+        if (s < nkt) load_stage(s);
+        cp_async_commit();
+    }
+    pdl_trigger();
+    pdl_wait();
     /* X slice: one row per warp, one 16-byte chunk per lane; rows >= T and columns >= KS zero-filled */
     for (int r = warp; r < TR; r += NW)
         for (int c = lane; c < xch; c += 32) {
@@ -123,11 +131,6 @@ __global__ void __launch_bounds__(NW * 32) k_skinny2(const uint16_t *__restrict_
             cp_async16_zfill_s(xs_s + (unsigned)(r * KSp + ((c & ~7) | ((c ^ r) & 7)) * 8) * 2, src, ok);
         }
     cp_async_commit();
-#pragma unroll
-    for (int s = 1; s < SK_ST - 1; s++) {
-        if (s < nkt) load_stage(s);
-        cp_async_commit();
-    }
 
     float acc[MT][2 * NP][4];
 #pragma unroll
@@ -147,11 +150,14 @@ __global__ void __launch_bounds__(NW * 32) k_skinny2(const uint16_t *__restrict_
     }
     const unsigned prow = (unsigned)16 * KSp * 2; /* bytes between 16-token groups */
     for (int kt = 0; kt < nkt; kt++) {
-        if (kt + SK_ST - 1 < nkt) load_stage(kt + SK_ST - 1);
-        cp_async_commit();
-        cp_async_wait<SK_ST - 1>();
-        if (kt == 0) __syncthreads(); /* the X slice was loaded by all threads */
-        else __syncwarp();
+        /* stage kt: in the first (ring + X) groups for kt < SK_ST, else committed SK_ST - 1 groups ago */
+        if (kt == 0) {
+            cp_async_wait<0>();
+            __syncthreads(); /* the X slice was loaded by all threads */
+        } else {
+            cp_async_wait<SK_ST - 1>();
+            __syncwarp();
+        }
         const unsigned wt = wq_s + (unsigned)(kt & (SK_ST - 1)) * RW * SK_KT * 2, xt = xs_s + (unsigned)kt * SK_KT * 2;
 #pragma unroll
         for (int ks = 0; ks < SK_KT / 16; ks++) {
@@ -169,7 +175,9 @@ __global__ void __launch_bounds__(NW * 32) k_skinny2(const uint16_t *__restrict_
                 }
             }
         }
-        __syncwarp(); /* the ring slot is refilled next iteration */
+        __syncwarp(); /* every lane is done with ring slot kt: refill it with stage kt + SK_ST */
+        if (kt + SK_ST < nkt) load_stage(kt + SK_ST);
+        cp_async_commit();
     }
     cp_async_wait<0>();
     __syncthreads();
@@ -264,12 +272,12 @@ __global__ void __launch_bounds__(NW * 32) k_skinny2(const uint16_t *__restrict_
 
 /* ---------------- launcher ---------------- */
 
-template <int NW, int MT, int NP, int CS>
+template <int NW, int MT, int NP, int CS, int ST>
 static cudaError_t sk_launch(cudaStream_t st, int nblk, size_t smem, const uint16_t *X, int ldx, int T,
-                             const uint16_t *W, int KS, const sk_epi &e) {
+                             const uint16_t *W, int KS, const sk_epi &e, int pdl) {
     static int attr_set = 0;
     if (!attr_set) {
-        cudaError_t r = cudaFuncSetAttribute(k_skinny2<NW, MT, NP, CS, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        cudaError_t r = cudaFuncSetAttribute(k_skinny2<NW, MT, NP, CS, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              SK_SMEM_MAX);
         if (r != cudaSuccess) return r;
         attr_set = 1;
@@ -280,27 +288,38 @@ static cudaError_t sk_launch(cudaStream_t st, int nblk, size_t smem, const uint1
     cfg.blockDim = dim3(NW * 32, 1, 1);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = st;
-    cudaLaunchAttribute at[1];
+    cudaLaunchAttribute at[2];
     at[0].id = cudaLaunchAttributeClusterDimension;
     at[0].val.clusterDim.x = 1;
     at[0].val.clusterDim.y = (unsigned)CS;
     at[0].val.clusterDim.z = 1;
     cfg.attrs = at;
     cfg.numAttrs = 1;
-    return cudaLaunchKernelEx(&cfg, k_skinny2<NW, MT, NP, CS, 4>, X, ldx, T, W, KS, e);
+    pdl_attr(at, &cfg.numAttrs, pdl);
+    return cudaLaunchKernelEx(&cfg, k_skinny2<NW, MT, NP, CS, ST>, X, ldx, T, W, KS, e);
+}
+
+/* ring depth: the whole K slice when it is at most 8 stages (one-feature-tile warps only), else 4 */
+template <int NW, int MT, int NP, int CS>
+static cudaError_t sk_launch_st(int nst, cudaStream_t st, int nblk, size_t smem, const uint16_t *X, int ldx, int T,
+                                const uint16_t *W, int KS, const sk_epi &e, int pdl) {
+    if constexpr (MT == 1)
+        if (nst == 8) return sk_launch<NW, MT, NP, CS, 8>(st, nblk, smem, X, ldx, T, W, KS, e, pdl);
+    return sk_launch<NW, MT, NP, CS, 4>(st, nblk, smem, X, ldx, T, W, KS, e, pdl);
 }
 
 template <int NW, int MT, int NP>
-static cudaError_t sk_launch_cs(int cs, cudaStream_t st, int nblk, size_t smem, const uint16_t *X, int ldx, int T,
-                                const uint16_t *W, int KS, const sk_epi &e) {
+static cudaError_t sk_launch_cs(int cs, int nst, cudaStream_t st, int nblk, size_t smem, const uint16_t *X, int ldx,
+                                int T, const uint16_t *W, int KS, const sk_epi &e, int pdl) {
     switch (cs) {
-    case 1: return sk_launch<NW, MT, NP, 1>(st, nblk, smem, X, ldx, T, W, KS, e);
-    case 2: return sk_launch<NW, MT, NP, 2>(st, nblk, smem, X, ldx, T, W, KS, e);
-    case 4: return sk_launch<NW, MT, NP, 4>(st, nblk, smem, X, ldx, T, W, KS, e);
-    case 8: return sk_launch<NW, MT, NP, 8>(st, nblk, smem, X, ldx, T, W, KS, e);
+    case 1: return sk_launch_st<NW, MT, NP, 1>(nst, st, nblk, smem, X, ldx, T, W, KS, e, pdl);
+    case 2: return sk_launch_st<NW, MT, NP, 2>(nst, st, nblk, smem, X, ldx, T, W, KS, e, pdl);
+    case 4: return sk_launch_st<NW, MT, NP, 4>(nst, st, nblk, smem, X, ldx, T, W, KS, e, pdl);
+    case 8: return sk_launch_st<NW, MT, NP, 8>(nst, st, nblk, smem, X, ldx, T, W, KS, e, pdl);
     }
     return cudaErrorInvalidValue;
 }
+static int sk_stages(int KS, int mt) { return mt == 1 && (KS + SK_KT - 1) / SK_KT > 4 ? 8 : 4; }
 
 extern "C" void cuk_skinny_pick(int T, int N, int K, int mode, int hd, int *nw, int *cs, int *mt) {
     *mt = 1;
@@ -316,7 +335,7 @@ extern "C" void cuk_skinny_pick(int T, int N, int K, int mode, int hd, int *nw, 
 }
 
 static cudaError_t sk_run(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, sk_epi &e, int nw,
-                          int CS, int mt) {
+                          int CS, int mt, int pdl) {
     const int N = e.N, K = e.K, mode = e.mode;
     if (T <= 0) return cudaSuccess;
     if (T > 64 || (nw != 4 && nw != 8) || (CS != 1 && CS != 2 && CS != 4 && CS != 8) || K % (16 * CS) ||
@@ -336,13 +355,14 @@ static cudaError_t sk_run(cudaStream_t st, const uint16_t *X, int ldx, int T, co
     } else {
         nblk = (N + BN - 1) / BN;
     }
-    size_t xw = (size_t)NP * 16 * KSp * 2 + (size_t)nw * 4 * 16 * mt * SK_KT * 2;
+    const int nst = sk_stages(KS, mt);
+    size_t xw = (size_t)NP * 16 * KSp * 2 + (size_t)nw * nst * 16 * mt * SK_KT * 2;
     size_t pb = (size_t)NP * 16 * (BN + 4) * 4;
     size_t smem = xw > pb ? xw : pb;
     if (smem > SK_SMEM_MAX) return cudaErrorInvalidValue;
     cudaError_t r = cudaErrorInvalidValue;
 #define SK_CASE(w, m, p) \
-    if (nw == w && mt == m && NP == p) r = sk_launch_cs<w, m, p>(CS, st, nblk, smem, X, ldx, T, W, KS, e);
+    if (nw == w && mt == m && NP == p) r = sk_launch_cs<w, m, p>(CS, nst, st, nblk, smem, X, ldx, T, W, KS, e, pdl);
     SK_CASE(4, 1, 1) SK_CASE(4, 1, 4) SK_CASE(8, 1, 1) SK_CASE(8, 1, 4)
     SK_CASE(4, 2, 1) SK_CASE(4, 2, 4) SK_CASE(8, 2, 1) SK_CASE(8, 2, 4)
 #undef SK_CASE
@@ -352,6 +372,8 @@ static cudaError_t sk_run(cudaStream_t st, const uint16_t *X, int ldx, int T, co
 
 cudaError_t cuk_skinny_linear_cfg(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, int N, int K,
                                   int mode, void *out, int ldo, int nw, int cs, int mt) {
+    const int pdl = mode & CUK_PDL;
+    mode &= ~CUK_PDL;
     if (mode != CUK_SK_BF16 && mode != CUK_SK_RESID && mode != CUK_SK_GEGLU) return cudaErrorInvalidValue;
     sk_epi e;
     memset(&e, 0, sizeof e);
@@ -362,7 +384,7 @@ cudaError_t cuk_skinny_linear_cfg(cudaStream_t st, const uint16_t *X, int ldx, i
     e.K = K;
     if (nw <= 0 || cs <= 0) cuk_skinny_pick(T, N, K, mode, 0, &nw, &cs, &mt);
     if (mt <= 0) mt = 1;
-    return sk_run(st, X, ldx, T, W, e, nw, cs, mt);
+    return sk_run(st, X, ldx, T, W, e, nw, cs, mt, pdl);
 }
 
 cudaError_t cuk_skinny_linear(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, int N, int K,
@@ -372,7 +394,8 @@ cudaError_t cuk_skinny_linear(cudaStream_t st, const uint16_t *X, int ldx, int T
 
 cudaError_t cuk_skinny_qkv_rope(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, int K,
                                 const float *cs, const float *sn, int pos0, int nh, int hd, uint16_t *qr,
-                                uint16_t *kc, uint16_t *vc) {
+                                uint16_t *kc, uint16_t *vc, int flags) {
+    const int pdl = flags & CUK_PDL;
     sk_epi e;
     memset(&e, 0, sizeof e);
     e.mode = CUK_SK_ROPE;
@@ -388,5 +411,5 @@ cudaError_t cuk_skinny_qkv_rope(cudaStream_t st, const uint16_t *X, int ldx, int
     e.vc = vc;
     int nw, c, mt;
     cuk_skinny_pick(T, e.N, K, CUK_SK_ROPE, hd, &nw, &c, &mt);
-    return sk_run(st, X, ldx, T, W, e, nw, c, mt);
+    return sk_run(st, X, ldx, T, W, e, nw, c, mt, pdl);
 }
