@@ -5,7 +5,7 @@
  * 18-layer sweep) and launches captured in a CUDA graph (as in the real run). Each variant is
  * checked against the cuBLASLt result first (rel L2).
  *
- *   nvcc -O3 -std=c++17 -arch=sm_90a --use_fast_math -Isrc -Iinclude dev/cuda/skinny.cu \
+ *   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --use_fast_math -Isrc -Iinclude dev/cuda/skinny.cu \
  *        src/backends/cuda/skinny_gemm.cu src/backends/cuda/geglu.cu src/backends/cuda/rope.cu \
  *        src/backends/cuda/gemm.cu src/util/error.c -lcublasLt -o /tmp/skinny && /tmp/skinny
  */
@@ -164,7 +164,7 @@ int main() {
         double tb = timeit(base);
         printf("%-14s %-12s %9.2f %9.0f %8s\n", sh.name, "cublasLt", tb, wbytes / tb / 1e3, "-");
         /* every cuBLASLt candidate (heuristic answers + split-K variants), cold, in a graph */
-        for (int ci = 0; ci < 64; ci++) {
+        for (int ci = 0; ci < (getenv("SKINNY_NO_LT") ? 0 : 64); ci++) {
             pi0_gemm_ctx *gf;
             if (pi0_gemm_ctx_create(&gf, ws, 32 << 20) != PI0_OK) break;
             pi0_gemm_ctx_force_candidate(gf, ci);
@@ -184,9 +184,15 @@ int main() {
             printf("%-14s %-12s %9.2f %9.0f %8.1e\n", sh.name, nm, t, wbytes / t / 1e3, r);
         }
         double best = 1e30;
-        for (int nw = 4; nw <= 8; nw *= 2)
-            for (int cs = 1; cs <= 8; cs *= 2)
-            for (int sg = 1; sg <= 2; sg++) {
+        /* k_skinny2 (nw 4 / 8 warps, mt 1 / 2), the wgmma kernel (nw = BN 64 / 128; mt unused), the auto pick */
+        const int nws[5] = {4, 8, 64, 128, 0};
+        for (int wi = 0; wi < 5; wi++)
+            for (int cs = nws[wi] ? 1 : 0; cs <= (nws[wi] ? 8 : 0); cs = cs ? cs * 2 : 1)
+            for (int sg = 1; sg <= (nws[wi] == 4 || nws[wi] == 8 ? 2 : 1); sg++) {
+                const int nw = nws[wi];
+                if (nw == 4 || nw == 8) {
+                    if (getenv("SKINNY_ONLY_WG")) continue;
+                }
                 auto fn = [&](const uint16_t *W) {
                     return cuk_skinny_linear_cfg(st, X, K, T, W, N, K, sh.mode, out, No, nw, cs, sg);
                 };
@@ -198,9 +204,12 @@ int main() {
                 double r = rel(fetch(out, (size_t)T * No, f32), ref);
                 double t = timeit(fn);
                 char nm[32];
-                snprintf(nm, sizeof nm, "nw%d cs%d mt%d", nw, cs, sg);
+                if (nw >= 64) snprintf(nm, sizeof nm, "wg%d cs%d", nw, cs);
+                else if (nw) snprintf(nm, sizeof nm, "nw%d cs%d mt%d", nw, cs, sg);
+                else snprintf(nm, sizeof nm, "auto");
                 printf("%-14s %-12s %9.2f %9.0f %8.1e%s\n", sh.name, nm, t, wbytes / t / 1e3, r, r > 1e-2 ? "  BAD" : "");
                 if (r <= 1e-2 && t < best) best = t;
+                if (!nw) break;
             }
         int pnw, pcs, pst;
         cuk_skinny_pick(T, N, K, sh.mode, 256, &pnw, &pcs, &pst);

@@ -619,6 +619,12 @@ int main(void) {
     test_skinny(64, 128, 48, CUK_SK_GEGLU);
     test_skinny(22, 32, 64, CUK_SK_RESID, 4, 2);
     test_skinny(7, 48, 80, CUK_SK_BF16, 8, 1);
+    test_skinny(51, 2560, 1024, CUK_SK_BF16, 128, 8);  /* wgmma variant (nw = BN) */
+    test_skinny(51, 1024, 2048, CUK_SK_RESID, 64, 8);
+    test_skinny(51, 8192, 1024, CUK_SK_GEGLU, 128, 2);
+    test_skinny(50, 1024, 4096, CUK_SK_RESID, 64, 8);
+    test_skinny(13, 192, 128, CUK_SK_GEGLU, 64, 1);
+    test_skinny(1, 1024, 2048, CUK_SK_RESID, 128, 4);
     test_skinny_rope(51, 8, 256, 1024, 788);
     test_skinny_rope(50, 8, 256, 1024, 789);
     test_skinny_rope(3, 2, 64, 128, 5);

@@ -166,8 +166,9 @@ extern "C" {
  *   CUK_SK_GEGLU : out bf16 (T, ldo) = gelu_tanh(Y[:, :N/2]) * Y[:, N/2:]   (fused [gate; up];
  *                  both halves rounded to bf16 first, as the unfused path)
  * K % (16 cs) == 0, N % 16 == 0 (GeGLU: N % 32), ldx % 8 == 0, X and W 16-byte aligned; nw warps of
- * 16 mt features each (nw in {4, 8}, mt in {1, 2}), cs in {1, 2, 4, 8}; nw = cs = 0: picked from the
- * shape (cuk_skinny_pick).
+ * 16 mt features each (nw in {4, 8}, mt in {1, 2}), cs in {1, 2, 4, 8}; nw in {64, 128}: the wgmma kernel
+ * with BN = nw weight rows per CTA (K % (64 cs) == 0); nw = cs = 0: the wgmma kernel with its own tile / split
+ * choice where the shape fits it, else k_skinny2 with cuk_skinny_pick's.
  * Returns cudaErrorInvalidValue when the shape is not supported (caller falls back).
  */
 enum { CUK_SK_BF16 = 0, CUK_SK_RESID = 1, CUK_SK_GEGLU = 2, CUK_SK_ROPE = 3 };

@@ -68,6 +68,83 @@ static __device__ __forceinline__ void ldsm_x4(uint32_t *r, unsigned sa) {
 }
 
 /*
+ * Split-K over the cluster + epilogue, after every CTA of the cluster has its f32 partial tile in
+ * shared memory (Ps: TR tokens x BN rows, pitch BN + 4) and the cluster barrier: each CTA reduces its
+ * share of the tile over the ranks in rank order (DSMEM) and applies e's epilogue.
+ */
+template <int BN, int NTHR, int CS, int TR>
+static __device__ __forceinline__ void sk_reduce_epilogue(const sk_epi &e, float *Ps, int T, int bx, int rank,
+                                                          int tid, cg::cluster_group &cl) {
+    constexpr int PB = BN + 4;
+    const bool paired = e.mode == CUK_SK_GEGLU || e.mode == CUK_SK_ROPE;
+    const int BNe = paired ? BN / 2 : BN, E = T * BNe;
+    /* all remote loads first (independent: one DSMEM latency), then the sums in rank order */
+    constexpr int PER = (TR * BN + CS * NTHR - 1) / (CS * NTHR);
+    float sv[PER][CS], uv[PER][CS];
+    const float *Pr[CS];
+#pragma unroll
+    for (int q = 0; q < CS; q++) Pr[q] = cl.map_shared_rank(Ps, q);
+#pragma unroll
+    for (int it = 0; it < PER; it++) {
+        int idx = rank * NTHR + tid + it * CS * NTHR;
+        if (idx < E) {
+            int t = idx / BNe, n = idx - t * BNe;
+#pragma unroll
+            for (int q = 0; q < CS; q++) {
+                sv[it][q] = Pr[q][t * PB + n];
+                uv[it][q] = paired ? Pr[q][t * PB + n + BN / 2] : 0.f;
+            }
+        }
+    }
+    cl.barrier_arrive(); /* this CTA is done reading remote partials; the epilogue overlaps the barrier */
+#pragma unroll
+    for (int it = 0; it < PER; it++) {
+        int idx = rank * NTHR + tid + it * CS * NTHR;
+        if (idx >= E) break;
+        int t = idx / BNe, n = idx - t * BNe;
+        float s = 0.f, u = 0.f;
+#pragma unroll
+        for (int q = 0; q < CS; q++) {
+            s += sv[it][q];
+            u += uv[it][q];
+        }
+        if (e.mode == CUK_SK_BF16) {
+            int col = bx * BN + n;
+            if (col < e.N) st_bf((uint16_t *)e.out, (long long)t * e.ldo + col, s);
+        } else if (e.mode == CUK_SK_RESID) {
+            int col = bx * BN + n;
+            if (col < e.N) {
+                float *o = (float *)e.out + (long long)t * e.ldo + col;
+                *o = *o + s;
+            }
+        } else if (e.mode == CUK_SK_GEGLU) {
+            int col = bx * BNe + n;
+            if (col < e.half_off) {
+                float gb = __bfloat162float(__float2bfloat16_rn(s)), ub = __bfloat162float(__float2bfloat16_rn(u));
+                st_bf((uint16_t *)e.out, (long long)t * e.ldo + col, gelu_tanh(gb) * ub);
+            }
+        } else { /* RoPE: q heads -> qr, k head -> kc row pos, v head -> vc row pos */
+            const int hh = e.hd / 2, bph = hh / BNe, head = bx / bph, i = (bx - head * bph) * BNe + n;
+            const int pos = e.pos0 + t;
+            float a = __bfloat162float(__float2bfloat16_rn(s)), b = __bfloat162float(__float2bfloat16_rn(u));
+            uint16_t *dst;
+            if (head <= e.nh) {
+                float c = e.cs[(long long)pos * hh + i], sn = e.sn[(long long)pos * hh + i];
+                float o0 = a * c - b * sn, o1 = b * c + a * sn;
+                a = o0;
+                b = o1;
+                dst = head < e.nh ? e.qr + ((long long)t * e.nh + head) * e.hd : e.kc + (long long)pos * e.hd;
+            } else {
+                dst = e.vc + (long long)pos * e.hd;
+            }
+            st_bf(dst, i, a);
+            st_bf(dst, i + hh, b);
+        }
+    }
+    cl.barrier_wait(); /* keep this CTA's partials alive until every rank has read them */
+}
+
+/*
  * NW warps of MT x 16 weight rows, NP 16-token groups, CS CTAs per cluster (split-K), SK_ST weight
  * stages per warp. Every shared-memory address of the main loop is a per-lane constant plus a
  * uniform offset (computed once): the loop is ldmatrix + mma + cp.async only.
@@ -201,73 +278,102 @@ __global__ void __launch_bounds__(NW * 32) k_skinny2(const uint16_t *__restrict_
         }
     }
     cl.sync();
+    sk_reduce_epilogue<BN, NTHR, CS, TR>(e, Ps, T, bx, rank, tid, cl);
+}
 
-    const bool paired = e.mode == CUK_SK_GEGLU || e.mode == CUK_SK_ROPE;
-    const int BNe = paired ? BN / 2 : BN, E = T * BNe;
-    /* all remote loads first (independent: one DSMEM latency), then the sums in rank order */
-    constexpr int PER = (TR * BN + CS * NTHR - 1) / (CS * NTHR);
-    float sv[PER][CS], uv[PER][CS];
-    const float *Pr[CS];
+/* ---------------- wgmma variant (v17) ----------------
+ * Same tiles, cluster split-K and epilogues as k_skinny2, but the math is wgmma: M = the 64 (padded) tokens,
+ * N = the CTA's BN weight rows, operands straight from shared memory, so X is read once per CTA rather than
+ * once per warp. 256 threads: all load, warpgroup g multiplies weight rows [g BN/2, (g+1) BN/2). The CTA's
+ * whole K slice (KS, a multiple of 64) is staged at once: X (64 x KS) and W (BN x KS) as 64-wide k blocks of
+ * 128-byte rows with the 128-byte swizzle (16-byte chunk c of row r at c ^ (r % 8)), the layout wgmma's
+ * descriptors expect. Under CUK_PDL the weight slice is requested before the grid-dependency wait.
+ */
+/* D (64 x 32, f32, registers) (+)= A (64 x 16, K-major smem) B^T (32 x 16, K-major smem); scale_d 0: D = A B^T */
+static __device__ __forceinline__ void wg_mma_n32(float (&d)[16], uint64_t da, uint64_t db, int scale_d) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+                 : "l"(da), "l"(db), "r"(scale_d));
+}
+/* D (64 x 64, f32, registers) (+)= A (64 x 16, K-major smem) B^T (64 x 16, K-major smem); scale_d 0: D = A B^T */
+static __device__ __forceinline__ void wg_mma_n64(float (&d)[32], uint64_t da, uint64_t db, int scale_d) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "l"(da), "l"(db), "r"(scale_d));
+}
+
+/* shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart */
+static __device__ __forceinline__ uint64_t wg_desc(unsigned saddr) {
+    return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
+template <int BN, int CS>
+__global__ void __launch_bounds__(256) k_skinny_wg(const uint16_t *__restrict__ X, int ldx, int T,
+                                                    const uint16_t *__restrict__ W, int KS, sk_epi e) {
+    extern __shared__ __align__(1024) unsigned char wg_smem_raw[];
+    unsigned char *sk_smem = wg_smem_raw;
+    constexpr int NTHR = 256, TR = 64, HN = BN / 2;
+    cg::cluster_group cl = cg::this_cluster();
+    const int rank = (int)cl.block_rank(), tid = threadIdx.x, bx = blockIdx.x, K = e.K, k0 = rank * KS;
+    const int nkb = KS / 64, cpr = KS / 8; /* 64-wide k blocks; 16-byte chunks per row */
+    const unsigned base = ((unsigned)__cvta_generic_to_shared(sk_smem) + 1023u) & ~1023u;
+    const unsigned xs = base, ws = base + (unsigned)TR * KS * 2;
+    auto dst = [](unsigned blk, int rows, int r, int kc) {
+        return blk + (unsigned)(kc >> 3) * rows * 128 + (unsigned)r * 128 + (unsigned)(((kc & 7) ^ (r & 7)) * 16);
+    };
+    /* weights (constant) first */
+    for (int i = tid; i < BN * cpr; i += NTHR) {
+        const int r = i / cpr, kc = i - r * cpr;
+        bool v;
+        const int row = sk_row(e, bx, BN, r, &v);
+        cp_async16_zfill_s(dst(ws, BN, r, kc), v ? W + (long long)row * K + k0 + kc * 8 : W, v);
+    }
+    cp_async_commit();
+    pdl_trigger();
+    pdl_wait();
+    for (int i = tid; i < TR * cpr; i += NTHR) {
+        const int r = i / cpr, kc = i - r * cpr;
+        const bool v = r < T;
+        cp_async16_zfill_s(dst(xs, TR, r, kc), v ? X + (long long)r * ldx + k0 + kc * 8 : X, v);
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* cp.async writes -> wgmma reads */
+    __syncthreads();
+    const int g = tid >> 7;
+    float d[HN / 2];
 #pragma unroll
-    for (int q = 0; q < CS; q++) Pr[q] = cl.map_shared_rank(Ps, q);
+    for (int i = 0; i < HN / 2; i++) d[i] = 0.f;
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    for (int kb = 0; kb < nkb; kb++) {
+        const unsigned xa = xs + (unsigned)kb * TR * 128, wb = ws + (unsigned)kb * BN * 128 + (unsigned)g * HN * 128;
 #pragma unroll
-    for (int it = 0; it < PER; it++) {
-        int idx = rank * NTHR + tid + it * CS * NTHR;
-        if (idx < E) {
-            int t = idx / BNe, n = idx - t * BNe;
-#pragma unroll
-            for (int q = 0; q < CS; q++) {
-                sv[it][q] = Pr[q][t * PB + n];
-                uv[it][q] = paired ? Pr[q][t * PB + n + BN / 2] : 0.f;
-            }
+        for (int ks = 0; ks < 4; ks++) {
+            const uint64_t da = wg_desc(xa + ks * 32), db = wg_desc(wb + ks * 32);
+            if constexpr (HN == 64) wg_mma_n64(d, da, db, 1);
+            else wg_mma_n32(d, da, db, 1);
         }
     }
-    cl.barrier_arrive(); /* this CTA is done reading remote partials; the epilogue overlaps the barrier */
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    __syncthreads(); /* X / W dead: the partial tile goes over them */
+    constexpr int PB = BN + 4;
+    float *Ps = (float *)(sk_smem + (base - (unsigned)__cvta_generic_to_shared(sk_smem)));
+    {
+        const int w = (tid >> 5) & 3, lane = tid & 31, gq = lane >> 2, q = lane & 3, t0 = w * 16 + gq;
 #pragma unroll
-    for (int it = 0; it < PER; it++) {
-        int idx = rank * NTHR + tid + it * CS * NTHR;
-        if (idx >= E) break;
-        int t = idx / BNe, n = idx - t * BNe;
-        float s = 0.f, u = 0.f;
-#pragma unroll
-        for (int q = 0; q < CS; q++) {
-            s += sv[it][q];
-            u += uv[it][q];
-        }
-        if (e.mode == CUK_SK_BF16) {
-            int col = bx * BN + n;
-            if (col < e.N) st_bf((uint16_t *)e.out, (long long)t * e.ldo + col, s);
-        } else if (e.mode == CUK_SK_RESID) {
-            int col = bx * BN + n;
-            if (col < e.N) {
-                float *o = (float *)e.out + (long long)t * e.ldo + col;
-                *o = *o + s;
-            }
-        } else if (e.mode == CUK_SK_GEGLU) {
-            int col = bx * BNe + n;
-            if (col < e.half_off) {
-                float gb = __bfloat162float(__float2bfloat16_rn(s)), ub = __bfloat162float(__float2bfloat16_rn(u));
-                st_bf((uint16_t *)e.out, (long long)t * e.ldo + col, gelu_tanh(gb) * ub);
-            }
-        } else { /* RoPE: q heads -> qr, k head -> kc row pos, v head -> vc row pos */
-            const int hh = e.hd / 2, bph = hh / BNe, head = bx / bph, i = (bx - head * bph) * BNe + n;
-            const int pos = e.pos0 + t;
-            float a = __bfloat162float(__float2bfloat16_rn(s)), b = __bfloat162float(__float2bfloat16_rn(u));
-            uint16_t *dst;
-            if (head <= e.nh) {
-                float c = e.cs[(long long)pos * hh + i], sn = e.sn[(long long)pos * hh + i];
-                float o0 = a * c - b * sn, o1 = b * c + a * sn;
-                a = o0;
-                b = o1;
-                dst = head < e.nh ? e.qr + ((long long)t * e.nh + head) * e.hd : e.kc + (long long)pos * e.hd;
-            } else {
-                dst = e.vc + (long long)pos * e.hd;
-            }
-            st_bf(dst, i, a);
-            st_bf(dst, i + hh, b);
+        for (int j = 0; j < HN / 8; j++) {
+            const int n = g * HN + j * 8 + q * 2;
+            Ps[t0 * PB + n] = d[4 * j];
+            Ps[t0 * PB + n + 1] = d[4 * j + 1];
+            Ps[(t0 + 8) * PB + n] = d[4 * j + 2];
+            Ps[(t0 + 8) * PB + n + 1] = d[4 * j + 3];
         }
     }
-    cl.barrier_wait(); /* keep this CTA's partials alive until every rank has read them */
+    cl.sync();
+    sk_reduce_epilogue<BN, NTHR, CS, TR>(e, Ps, T, bx, rank, tid, cl);
 }
 
 /* ---------------- launcher ---------------- */
@@ -334,6 +440,97 @@ extern "C" void cuk_skinny_pick(int T, int N, int K, int mode, int hd, int *nw, 
     *cs = c;
 }
 
+/* feature blocks of BN weight rows for e's shape (paired modes: BN/2 output features per block); sets
+ * e.half_off; 0 when the shape does not fit */
+static int sk_blocks(sk_epi &e, int BN) {
+    const int N = e.N;
+    if (N % 16) return 0;
+    if (e.mode == CUK_SK_GEGLU) {
+        if (N % 32) return 0;
+        e.half_off = N / 2;
+        return (N / 2 + BN / 2 - 1) / (BN / 2);
+    }
+    if (e.mode == CUK_SK_ROPE) {
+        if (!e.qr || !e.kc || !e.vc || e.hd <= 0 || N != (e.nh + 2) * e.hd || (e.hd / 2) % (BN / 2)) return 0;
+        e.half_off = e.hd / 2;
+        return N / BN;
+    }
+    return (N + BN - 1) / BN;
+}
+
+/* ---- wgmma variant: tile / split choice and launch ---- */
+static size_t wg_smem(int BN, int KS) {
+    size_t xw = (size_t)(64 + BN) * KS * 2, pb = (size_t)64 * (BN + 4) * 4;
+    return (xw > pb ? xw : pb) + 1024; /* + alignment to 1024 bytes */
+}
+/* BN 128 unless fewer than 128 CTAs would result even at 8-way split-K; the smallest split-K reaching 128 CTAs
+ * (and fitting shared memory); 0 when nothing fits (K not a multiple of 64 per split, ...) */
+static void wg_pick(sk_epi e, int *bn, int *cs) {
+    int b = 128, nb = sk_blocks(e, 128);
+    if (!nb || nb * 8 < 128) {
+        b = 64;
+        nb = sk_blocks(e, 64);
+    }
+    *bn = *cs = 0;
+    if (!nb) return;
+    int c = 1;
+    while (c < 8 && nb * c < 128 && e.K % (2 * c * 64) == 0) c *= 2;
+    while (c < 8 && wg_smem(b, e.K / c) > SK_SMEM_MAX && e.K % (2 * c * 64) == 0) c *= 2;
+    if (e.K % (c * 64) || wg_smem(b, e.K / c) > SK_SMEM_MAX) return;
+    *bn = b;
+    *cs = c;
+}
+
+template <int BN, int CS>
+static cudaError_t wg_launch(cudaStream_t st, int nblk, size_t smem, const uint16_t *X, int ldx, int T,
+                             const uint16_t *W, int KS, const sk_epi &e, int pdl) {
+    static int attr_set = 0;
+    if (!attr_set) {
+        cudaError_t r = cudaFuncSetAttribute(k_skinny_wg<BN, CS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             SK_SMEM_MAX);
+        if (r != cudaSuccess) return r;
+        attr_set = 1;
+    }
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDim = dim3((unsigned)nblk, (unsigned)CS, 1);
+    cfg.blockDim = dim3(256, 1, 1);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute at[2];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = 1;
+    at[0].val.clusterDim.y = (unsigned)CS;
+    at[0].val.clusterDim.z = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    pdl_attr(at, &cfg.numAttrs, pdl);
+    return cudaLaunchKernelEx(&cfg, k_skinny_wg<BN, CS>, X, ldx, T, W, KS, e);
+}
+
+static cudaError_t wg_run(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, sk_epi &e, int BN,
+                          int CS, int pdl) {
+    if (T <= 0) return cudaSuccess;
+    if (T > 64 || (BN != 64 && BN != 128) || (CS != 1 && CS != 2 && CS != 4 && CS != 8) || e.K % (64 * CS) ||
+        (ldx % 8) || ((uintptr_t)X & 15) || ((uintptr_t)W & 15))
+        return cudaErrorInvalidValue;
+    const int nblk = sk_blocks(e, BN), KS = e.K / CS;
+    const size_t smem = wg_smem(BN, KS);
+    if (!nblk || smem > SK_SMEM_MAX) return cudaErrorInvalidValue;
+    cudaError_t r = cudaErrorInvalidValue;
+#define WG_CASE(b, c) \
+    if (BN == b && CS == c) r = wg_launch<b, c>(st, nblk, smem, X, ldx, T, W, KS, e, pdl);
+    WG_CASE(64, 1) WG_CASE(64, 2) WG_CASE(64, 4) WG_CASE(64, 8)
+    WG_CASE(128, 1) WG_CASE(128, 2) WG_CASE(128, 4) WG_CASE(128, 8)
+#undef WG_CASE
+    if (r != cudaSuccess) return r;
+    return cudaGetLastError();
+}
+
+/* the default: the wgmma kernel where its tiles fit, else k_skinny2 with cuk_skinny_pick's shape */
+static cudaError_t sk_auto(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, sk_epi &e, int hd,
+                           int pdl);
+
 static cudaError_t sk_run(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, sk_epi &e, int nw,
                           int CS, int mt, int pdl) {
     const int N = e.N, K = e.K, mode = e.mode;
@@ -342,19 +539,10 @@ static cudaError_t sk_run(cudaStream_t st, const uint16_t *X, int ldx, int T, co
         (ldx % 8) || ((uintptr_t)X & 15) || ((uintptr_t)W & 15) || N % 16 || (mt != 1 && mt != 2))
         return cudaErrorInvalidValue;
     const int BN = nw * 16 * mt, KS = K / CS, KSp = (KS + SK_KT - 1) / SK_KT * SK_KT, NP = T <= 16 ? 1 : 4;
-    int nblk;
-    if (mode == CUK_SK_GEGLU) {
-        if (N % 32) return cudaErrorInvalidValue;
-        e.half_off = N / 2;
-        nblk = (N / 2 + BN / 2 - 1) / (BN / 2);
-    } else if (mode == CUK_SK_ROPE) {
-        if (!e.qr || !e.kc || !e.vc || e.hd <= 0 || N != (e.nh + 2) * e.hd || (e.hd / 2) % (BN / 2))
-            return cudaErrorInvalidValue;
-        e.half_off = e.hd / 2;
-        nblk = N / BN;
-    } else {
-        nblk = (N + BN - 1) / BN;
-    }
+    const int nblk = sk_blocks(e, BN);
+    if (!nblk) return cudaErrorInvalidValue;
+    (void)mode;
+    (void)N;
     const int nst = sk_stages(KS, mt);
     size_t xw = (size_t)NP * 16 * KSp * 2 + (size_t)nw * nst * 16 * mt * SK_KT * 2;
     size_t pb = (size_t)NP * 16 * (BN + 4) * 4;
@@ -382,8 +570,21 @@ cudaError_t cuk_skinny_linear_cfg(cudaStream_t st, const uint16_t *X, int ldx, i
     e.ldo = ldo;
     e.N = N;
     e.K = K;
-    if (nw <= 0 || cs <= 0) cuk_skinny_pick(T, N, K, mode, 0, &nw, &cs, &mt);
+    if (nw == 64 || nw == 128) return wg_run(st, X, ldx, T, W, e, nw, cs, pdl);
+    if (nw <= 0 || cs <= 0) return sk_auto(st, X, ldx, T, W, e, 0, pdl);
     if (mt <= 0) mt = 1;
+    return sk_run(st, X, ldx, T, W, e, nw, cs, mt, pdl);
+}
+
+static cudaError_t sk_auto(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, sk_epi &e, int hd,
+                           int pdl) {
+    int bn, cs, nw, mt;
+    wg_pick(e, &bn, &cs);
+    if (bn) {
+        cudaError_t r = wg_run(st, X, ldx, T, W, e, bn, cs, pdl);
+        if (r != cudaErrorInvalidValue) return r;
+    }
+    cuk_skinny_pick(T, e.N, e.K, e.mode, hd, &nw, &cs, &mt);
     return sk_run(st, X, ldx, T, W, e, nw, cs, mt, pdl);
 }
 
@@ -409,7 +610,5 @@ cudaError_t cuk_skinny_qkv_rope(cudaStream_t st, const uint16_t *X, int ldx, int
     e.qr = qr;
     e.kc = kc;
     e.vc = vc;
-    int nw, c, mt;
-    cuk_skinny_pick(T, e.N, K, CUK_SK_ROPE, hd, &nw, &c, &mt);
-    return sk_run(st, X, ldx, T, W, e, nw, c, mt, pdl);
+    return sk_auto(st, X, ldx, T, W, e, hd, pdl);
 }
