@@ -64,6 +64,8 @@ STATUS=()
 START=$(date +%s)
 COMMIT=$(git rev-parse --verify -q HEAD 2>/dev/null || echo uncommitted)
 [ -n "$(git status --porcelain 2>/dev/null)" ] && COMMIT="$COMMIT+uncommitted-changes"
+# the device copy's git metadata can lag the tree it was given: PI0_COMMIT=<sha> names the tree instead
+[ -n "${PI0_COMMIT:-}" ] && COMMIT="$PI0_COMMIT (PI0_COMMIT; git here: $COMMIT)"
 say "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 say "commit: $COMMIT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used,memory.total --format=csv 2>&1 | tee -a "$LOG"
