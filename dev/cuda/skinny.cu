@@ -6,7 +6,7 @@
  * checked against the cuBLASLt result first (rel L2).
  *
  *   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --use_fast_math -Isrc -Iinclude dev/cuda/skinny.cu \
- *        src/backends/cuda/skinny_gemm.cu src/backends/cuda/geglu.cu src/backends/cuda/rope.cu \
+ *        src/backends/cuda/skinny_gemm.cu src/backends/cuda/geglu.cu src/backends/cuda/rope.cu src/backends/cuda/norms.cu \
  *        src/backends/cuda/gemm.cu src/util/error.c -lcublasLt -o /tmp/skinny && /tmp/skinny
  */
 #include <cuda_runtime.h>
@@ -245,6 +245,40 @@ int main() {
             double us = v ? time_graph(st, e0, e1, ITER, Wc, NC, wbytes, fus) : time_graph(st, e0, e1, ITER, Wc, NC, wbytes, unf);
             printf("qkv+rope %-22s %9.2f us\n", v ? "streaming fused" : "cuBLASLt + rope kernel", us);
         }
+    }
+    /* RMSNorm -> QKV GEMM pairs (the expert's layer start), cold weights, in a graph: does programmatic
+     * dependent launch let the streaming GEMM's weight loads overlap the norm? */
+    {
+        const int T = 51, K = 1024, N = 2560;
+        const size_t wbytes = (size_t)N * K * 2;
+        const int NC = (int)((200u << 20) / wbytes) + 1;
+        uint16_t *X, *Wc, *out;
+        float *x, *nw;
+        CK(cudaMalloc(&X, (size_t)64 * K * 2)); CK(cudaMemset(X, 0, (size_t)64 * K * 2));
+        CK(cudaMalloc(&Wc, wbytes * NC)); CK(cudaMemset(Wc, 0, wbytes * NC));
+        CK(cudaMalloc(&out, (size_t)T * N * 2));
+        CK(cudaMalloc(&x, (size_t)T * K * 4)); CK(cudaMemset(x, 0, (size_t)T * K * 4));
+        CK(cudaMalloc(&nw, (size_t)K * 4)); CK(cudaMemset(nw, 0, (size_t)K * 4));
+        for (int v = 0; v < 5; v++) {
+            const int pdl = v == 3 || v == 4 ? CUK_PDL : 0, norm = v != 4 && v != 2;
+            auto fn = [&](const uint16_t *W) -> cudaError_t {
+                if (norm) {
+                    cudaError_t e = cuk_rmsnorm(st, x, nw, X, CUK_BF16 | pdl, T, K, 1e-6f);
+                    if (e != cudaSuccess) return e;
+                }
+                if (v == 0) {
+                    if (pi0_linear(g, st, T, N, K, X, K, GEMM_BF16, W, K, GEMM_BF16, out, N, GEMM_BF16, 0.f,
+                                   GEMM_EPI_NONE, NULL))
+                        return cudaErrorUnknown;
+                    return cudaSuccess;
+                }
+                return cuk_skinny_linear(st, X, K, T, W, N, K, CUK_SK_BF16 | pdl, out, N);
+            };
+            static const char *nm[5] = {"norm + cuBLASLt", "norm + wgmma", "wgmma alone", "norm + wgmma, PDL",
+                                        "wgmma alone, PDL"};
+            printf("pair %-24s %9.2f us\n", nm[v], time_graph(st, e0, e1, ITER, Wc, NC, wbytes, fn));
+        }
+        cudaFree(X); cudaFree(Wc); cudaFree(out); cudaFree(x); cudaFree(nw);
     }
     pi0_gemm_ctx_free(g);
     return 0;
