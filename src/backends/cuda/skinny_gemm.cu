@@ -378,20 +378,22 @@ __global__ void __launch_bounds__(256) k_skinny_wg(const uint16_t *__restrict__ 
 
 /* ---------------- launcher ---------------- */
 
-template <int NW, int MT, int NP, int CS, int ST>
-static cudaError_t sk_launch(cudaStream_t st, int nblk, size_t smem, const uint16_t *X, int ldx, int T,
-                             const uint16_t *W, int KS, const sk_epi &e, int pdl) {
-    static int attr_set = 0;
-    if (!attr_set) {
-        cudaError_t r = cudaFuncSetAttribute(k_skinny2<NW, MT, NP, CS, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             SK_SMEM_MAX);
+typedef void (*sk_kernel_t)(const uint16_t *, int, int, const uint16_t *, int, sk_epi);
+
+/* Launch one of the streaming-GEMM kernels: grid (nblk, CS) in clusters of (1, CS), optionally under PDL;
+ * the shared-memory opt-in is made on the kernel's first launch (*attr_set). */
+static cudaError_t sk_cluster_launch(sk_kernel_t k, int *attr_set, int threads, cudaStream_t st, int nblk, int CS,
+                                     size_t smem, const uint16_t *X, int ldx, int T, const uint16_t *W, int KS,
+                                     const sk_epi &e, int pdl) {
+    if (!*attr_set) {
+        cudaError_t r = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM_MAX);
         if (r != cudaSuccess) return r;
-        attr_set = 1;
+        *attr_set = 1;
     }
     cudaLaunchConfig_t cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.gridDim = dim3((unsigned)nblk, (unsigned)CS, 1);
-    cfg.blockDim = dim3(NW * 32, 1, 1);
+    cfg.blockDim = dim3((unsigned)threads, 1, 1);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = st;
     cudaLaunchAttribute at[2];
@@ -402,7 +404,15 @@ static cudaError_t sk_launch(cudaStream_t st, int nblk, size_t smem, const uint1
     cfg.attrs = at;
     cfg.numAttrs = 1;
     pdl_attr(at, &cfg.numAttrs, pdl);
-    return cudaLaunchKernelEx(&cfg, k_skinny2<NW, MT, NP, CS, ST>, X, ldx, T, W, KS, e);
+    return cudaLaunchKernelEx(&cfg, k, X, ldx, T, W, KS, e);
+}
+
+template <int NW, int MT, int NP, int CS, int ST>
+static cudaError_t sk_launch(cudaStream_t st, int nblk, size_t smem, const uint16_t *X, int ldx, int T,
+                             const uint16_t *W, int KS, const sk_epi &e, int pdl) {
+    static int attr_set = 0;
+    return sk_cluster_launch(k_skinny2<NW, MT, NP, CS, ST>, &attr_set, NW * 32, st, nblk, CS, smem, X, ldx, T, W, KS, e,
+                             pdl);
 }
 
 /* ring depth: the whole K slice when it is at most 8 stages (one-feature-tile warps only), else 4 */
@@ -485,27 +495,7 @@ template <int BN, int CS>
 static cudaError_t wg_launch(cudaStream_t st, int nblk, size_t smem, const uint16_t *X, int ldx, int T,
                              const uint16_t *W, int KS, const sk_epi &e, int pdl) {
     static int attr_set = 0;
-    if (!attr_set) {
-        cudaError_t r = cudaFuncSetAttribute(k_skinny_wg<BN, CS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             SK_SMEM_MAX);
-        if (r != cudaSuccess) return r;
-        attr_set = 1;
-    }
-    cudaLaunchConfig_t cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.gridDim = dim3((unsigned)nblk, (unsigned)CS, 1);
-    cfg.blockDim = dim3(256, 1, 1);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = st;
-    cudaLaunchAttribute at[2];
-    at[0].id = cudaLaunchAttributeClusterDimension;
-    at[0].val.clusterDim.x = 1;
-    at[0].val.clusterDim.y = (unsigned)CS;
-    at[0].val.clusterDim.z = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
-    pdl_attr(at, &cfg.numAttrs, pdl);
-    return cudaLaunchKernelEx(&cfg, k_skinny_wg<BN, CS>, X, ldx, T, W, KS, e);
+    return sk_cluster_launch(k_skinny_wg<BN, CS>, &attr_set, 256, st, nblk, CS, smem, X, ldx, T, W, KS, e, pdl);
 }
 
 static cudaError_t wg_run(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, sk_epi &e, int BN,
