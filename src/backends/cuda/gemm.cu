@@ -215,8 +215,8 @@ static pi0_status build_plan(pi0_gemm_ctx *g, const gemm_key *k, gemm_plan *p) {
     cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
     size_t es = k->tc == GEMM_BF16 ? 2 : 4;
     size_t need = ((size_t)(k->batch - 1) * (size_t)k->sC + (size_t)k->ldc * k->n) * es;
-    if (g->force < 0 && (!g->scratch || need > g->scratch_size || k->n < g->tune_min_n || cudaStreamIsCapturing(g->st, &cs) != cudaSuccess ||
-                         cs != cudaStreamCaptureStatusNone))
+    if (g->force < 0 && (!g->scratch || need > g->scratch_size || k->n < g->tune_min_n ||
+                         cudaStreamIsCapturing(g->st, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone))
         return PI0_OK;
     /*
      * Candidates: the heuristic's answers plus split-K variants of its first four (the heuristic

@@ -437,12 +437,17 @@ static cudaError_t sk_launch_cs(int cs, int nst, cudaStream_t st, int nblk, size
 }
 static int sk_stages(int KS, int mt) { return mt == 1 && (KS + SK_KT - 1) / SK_KT > 4 ? 8 : 4; }
 
+/* feature blocks of BN weight rows (paired modes: BN/2 output features per block) */
+static int sk_nblk(int mode, int N, int BN) {
+    return mode == CUK_SK_GEGLU ? (N / 2 + BN / 2 - 1) / (BN / 2) : (N + BN - 1) / BN;
+}
+
 extern "C" void cuk_skinny_pick(int T, int N, int K, int mode, int hd, int *nw, int *cs, int *mt) {
     *mt = 1;
     (void)T;
     int w = (mode == CUK_SK_GEGLU ? N / 2 : N) >= 4096 ? 8 : 4;
     if (mode == CUK_SK_ROPE && (hd / 2) % (w * 8)) w = 4;
-    const int bn = 16 * w, nblk = (mode == CUK_SK_GEGLU ? (N / 2 + bn / 2 - 1) / (bn / 2) : (N + bn - 1) / bn);
+    const int nblk = sk_nblk(mode, N, 16 * w);
     int c = 1;
     while (c < 8 && nblk * c < 128 && K / (2 * c) >= 128 && K % (2 * c * 16) == 0) c *= 2;
     while (c < 8 && K / c > 1024 && K % (2 * c * 16) == 0) c *= 2; /* the X slice must fit */
@@ -450,22 +455,18 @@ extern "C" void cuk_skinny_pick(int T, int N, int K, int mode, int hd, int *nw, 
     *cs = c;
 }
 
-/* feature blocks of BN weight rows for e's shape (paired modes: BN/2 output features per block); sets
- * e.half_off; 0 when the shape does not fit */
+/* sk_nblk for e's shape after checking that it fits (0 when not); sets e.half_off */
 static int sk_blocks(sk_epi &e, int BN) {
     const int N = e.N;
     if (N % 16) return 0;
     if (e.mode == CUK_SK_GEGLU) {
         if (N % 32) return 0;
         e.half_off = N / 2;
-        return (N / 2 + BN / 2 - 1) / (BN / 2);
-    }
-    if (e.mode == CUK_SK_ROPE) {
+    } else if (e.mode == CUK_SK_ROPE) {
         if (!e.qr || !e.kc || !e.vc || e.hd <= 0 || N != (e.nh + 2) * e.hd || (e.hd / 2) % (BN / 2)) return 0;
-        e.half_off = e.hd / 2;
-        return N / BN;
+        e.half_off = e.hd / 2; /* N = (nh + 2) hd is a multiple of BN here */
     }
-    return (N + BN - 1) / BN;
+    return sk_nblk(e.mode, N, BN);
 }
 
 /* ---- wgmma variant: tile / split choice and launch ---- */
