@@ -14,6 +14,8 @@
  *   G  as F, no barriers (the ring's own floor)
  *   H  as F, and after every barrier each CTA also reads a 104 KB activation (51 x 1024 bf16) from L2, as a
  *      GEMM phase of a persistent expert step would (the activation's read is on the critical path)
+ *   I  72 barriers alone (no data); J as I and F, the barrier hierarchical: a cluster barrier, one global
+ *      arrival per cluster of 2 or 4 CTAs, a cluster barrier again (fewer atomics on the counter's line)
  * Every kernel sums what it reads into one value per CTA (so no load is dead).
  *
  *   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a dev/cuda/stream_floor.cu -o /tmp/sf && /tmp/sf
@@ -120,6 +122,22 @@ static __device__ __forceinline__ void bar_sync(unsigned *ctr, unsigned *gen_see
     }
     __syncthreads();
 }
+/* hierarchical: cluster barrier, rank 0 of each cluster arrives at the global counter and waits, cluster
+ * barrier again */
+static __device__ __forceinline__ void bar_sync_cluster(unsigned *ctr, unsigned *gen_seen) {
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+    unsigned rank, ncl;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+    asm volatile("mov.u32 %0, %%nclusterid.x;" : "=r"(ncl));
+    if (rank == 0 && threadIdx.x == 0) {
+        const unsigned target = (*gen_seen + 1) * ncl;
+        unsigned v;
+        asm volatile("atom.add.release.gpu.u32 %0, [%1], 1;" : "=r"(v) : "l"(ctr) : "memory");
+        do { asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(ctr) : "memory"); } while (v < target);
+    }
+    *gen_seen += 1;
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
 __global__ void __launch_bounds__(512, 1) k_ring(Blocks b, unsigned *sink, int barrier, const uint4 *act, int act_n,
                                                  int prod, unsigned *ctr, int nring) {
     unsigned gen = 0;
@@ -172,6 +190,7 @@ __global__ void __launch_bounds__(512, 1) k_ring(Blocks b, unsigned *sink, int b
         }
         if (barrier == 1) grid.sync();
         if (barrier == 2) bar_sync(ctr, &gen);
+        if (barrier == 3) bar_sync_cluster(ctr, &gen);
     }
     if (acc == 0x12345678u) sink[blockIdx.x] = acc;
 }
@@ -217,7 +236,7 @@ int main() {
     CK(cudaMalloc(&ctr, 4 * 64));
     Blocks Z = B[0];
     for (int k = 0; k < NBLK; k++) Z.n[k] = 0;
-    for (int v = 0; v < 20; v++) {
+    for (int v = 0; v < 24; v++) {
         cudaGraph_t gr;
         cudaGraphExec_t ge;
         CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
@@ -226,6 +245,30 @@ int main() {
             if (v == 0) {
                 for (int k = 0; k < NBLK; k++) k_one<<<grid, threads, 0, st>>>(b.p[k], b.n[k], sink);
                 CK(cudaGetLastError());
+            } else if (v >= 20) { /* 20/21: J no data, clusters of 2 / 4; 22/23: J with the ring (F'') */
+                const int csz = (v & 1) ? 4 : 2;
+                int barrier = 3, act_n = 0, prod = 32, nring = RING;
+                const uint4 *ap = act;
+                unsigned *cp = ctr + 16 * (s & 1);
+                CK(cudaMemsetAsync(cp, 0, 4, st));
+                cudaLaunchConfig_t cfg = {};
+                cudaLaunchAttribute at[1];
+                at[0].id = cudaLaunchAttributeClusterDimension;
+                at[0].val.clusterDim.x = csz;
+                at[0].val.clusterDim.y = 1;
+                at[0].val.clusterDim.z = 1;
+                cfg.blockDim = dim3(512);
+                cfg.dynamicSmemBytes = RING * CHUNK;
+                cfg.stream = st;
+                cfg.attrs = at;
+                cfg.numAttrs = 1;
+                int ncl = 0;
+                cfg.gridDim = dim3(csz);
+                CK(cudaOccupancyMaxActiveClusters(&ncl, k_ring, &cfg));
+                const int g = (ncl * csz < nsm ? ncl * csz : nsm) / csz * csz; /* all resident: the barrier spins */
+                if (s == 0) printf("(J: clusters of %d, %d CTAs resident)\n", csz, g);
+                cfg.gridDim = dim3(g);
+                CK(cudaLaunchKernelEx(&cfg, k_ring, v >= 22 ? b : Z, sink, barrier, ap, act_n, prod, cp, nring));
             } else if (v >= 12) { /* 12: barriers alone; 13..19: F'' with ring depth 2,3,4,6,8,10,12 */
                 static const int depth[8] = {12, 2, 3, 4, 6, 8, 10, 12};
                 int barrier = 2, act_n = 0, prod = 32, nring = depth[v - 12];
@@ -260,14 +303,16 @@ int main() {
         float ms;
         CK(cudaEventElapsedTime(&ms, e0, e1));
         const double us = 1e3 * ms / (3 * STEPS);
-        static const char *nm[20] = {"A 72 kernels per step", "B 1 kernel, 72 grid barriers", "C 1 kernel, no barriers",
+        static const char *nm[24] = {"A 72 kernels per step", "B 1 kernel, 72 grid barriers", "C 1 kernel, no barriers",
                                     "D as B + next block's first lines to L2", "E as B + whole next block to L2 (bulk)",
                                     "F smem ring ahead, 72 grid barriers", "G smem ring, no barriers",
                                     "H as F + 104 KB activation per phase",
                                     "F' as F, producer = warp 1", "F'' as F', own release/acquire barrier",
                                     "H'' as H, with F'' changes", "G' as G, producer = warp 1", "I 72 own barriers, no data",
               "F'' ring depth 2", "F'' ring depth 3", "F'' ring depth 4", "F'' ring depth 6", "F'' ring depth 8",
-              "F'' ring depth 10", "F'' ring depth 12"};
+              "F'' ring depth 10", "F'' ring depth 12",
+              "J 72 cluster-2 barriers, no data", "J 72 cluster-4 barriers, no data",
+              "J ring + cluster-2 barriers", "J ring + cluster-4 barriers"};
         printf("%-42s %8.1f us per step  %6.2f TB/s  (%.2f us per block)\n", nm[v], us, step_bytes / us / 1e6,
                us / NBLK);
         CK(cudaGraphExecDestroy(ge));
