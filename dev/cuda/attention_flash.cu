@@ -6,9 +6,10 @@
  * (cuBLASLt QK^T + softmax + PV; ViT: one camera per forked stream, as vit_forward did).
  *
  * Build and run on the device machine (repository root):
- *   nvcc -O3 -std=c++17 -arch=sm_90a --use_fast_math -Isrc -Iinclude dev/cuda/attention_flash.cu \
- *     src/backends/cuda/attention_flash.cu src/backends/cuda/attention.cu src/backends/cuda/softmax.cu \
- *     src/backends/cuda/gemm.cu src/util/error.c -lcublasLt -o /tmp/fa && /tmp/fa [iters] [quick]
+ *   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --use_fast_math -Isrc -Iinclude \
+ *     dev/cuda/attention_flash.cu src/backends/cuda/attention_flash.cu src/backends/cuda/attention_flash_wg.cu \
+ *     src/backends/cuda/attention.cu src/backends/cuda/softmax.cu src/backends/cuda/gemm.cu src/util/error.c \
+ *     -lcublasLt -o /tmp/fa && /tmp/fa [iters] [quick]
  * (quick: small shapes only, every variant; for compute-sanitizer --tool memcheck / racecheck;
  *  /tmp/fa 1 prof v242 m3234 ...: launch ViT (v) / prefill (m) variants twice each, for ncu)
  */
@@ -328,7 +329,7 @@ static void mqa_case(int ntok, int nh, int hd, const int *variants, int nvar, in
     cuk_flash_attn_ref(&P.ha);
     for (int i = 0; i < nvar; i++) check_variant(&P, variants[i]);
     CK(cudaMemset(o_d, 0xff, P.no * 2));
-    CK(cuk_flash_attn_mqa(0, q_d, R, k_d, v_d, S, hd, a.scale, o_d));
+    CK(cuk_flash_attn_mqa(0, q_d, R, k_d, v_d, S, hd, a.scale, o_d, 0));
     CK(cudaMemcpy(P.got, o_d, P.no * 2, cudaMemcpyDeviceToHost));
     int bad;
     double r = rel_out(&P.ha, P.got, P.ref, P.no, &bad);
@@ -364,7 +365,7 @@ int main(int argc, char **argv) {
     printf("device: %s, %d SMs; %d timed iterations per case (after 10 warm-up)\n", prop.name,
            prop.multiProcessorCount, g_iters);
     const int vit_var[] = {0, 242, 642, 742, 3742, 741, 722, 842};
-    const int mqa_var[] = {0, 3234, 3634, 3734, 3834, 734, 3732, 742, 732, 741};
+    const int mqa_var[] = {0, 3234, 3634, 3734, 3834, 734, 3732, 742, 732, 741, 9000};
     const int nvit = sizeof vit_var / sizeof vit_var[0], nmqa = sizeof mqa_var / sizeof mqa_var[0];
     const int one[] = {0};
     if (argc > 3 && !strcmp(argv[2], "prof")) { /* for ncu: each listed variant launched twice, no validation */

@@ -354,9 +354,14 @@ static void test_flash(int vit, int nb, int nh, int R, int S, int hd, int varian
         /* the backend's launchers on the same data */
         CK(cudaMemset(o_d, 0xff, no * 2));
         if (vit) CK(cuk_flash_attn_vit(0, in_d, nb, R, nh, hd, a.scale, o_d));
-        else CK(cuk_flash_attn_mqa(0, in_d, R, in_d + ko, in_d + vo, S, hd, a.scale, o_d));
+        else
+            CK(cuk_flash_attn_mqa(0, in_d, R, in_d + ko, in_d + vo, S, hd, a.scale, o_d,
+                                  variant == CUK_FLASH_WG ? variant : 0));
         down(og2, o_d, no);
-        if (variant == 0 && memcmp(og, og2, no * 2)) { printf("  flash launcher != cuk_flash_attn: FAIL\n"); g_fail = 1; }
+        if ((variant == 0 || (variant == CUK_FLASH_WG && !vit)) && memcmp(og, og2, no * 2)) {
+            printf("  flash launcher != cuk_flash_attn: FAIL\n");
+            g_fail = 1;
+        }
     }
     cudaFree(in_d); cudaFree(o_d);
     free(in); free(oc); free(og); free(og2);
@@ -675,6 +680,12 @@ int main(void) {
     test_flash(0, 1, 1, 8 * 77, 77, 256, 41);
     test_flash(0, 1, 1, 8, 1, 256);
     test_flash(0, 1, 1, 8 * 300, 300, 256, 742); /* the 64-row shape the default takes when it needs fewer waves */
+    /* the wgmma kernel (hd 256): prefill shapes, a partial last row tile / key chunk, one key, batched strides */
+    test_flash(0, 1, 1, 8 * 788, 788, 256, CUK_FLASH_WG);
+    test_flash(0, 1, 1, 8 * 531, 531, 256, CUK_FLASH_WG);
+    test_flash(0, 1, 1, 8 * 77, 77, 256, CUK_FLASH_WG);
+    test_flash(0, 1, 1, 8, 1, 256, CUK_FLASH_WG);
+    test_flash(1, 2, 3, 100, 100, 256, CUK_FLASH_WG);
     test_flash(0, 1, 1, 2 * 530, 530, 16);   /* tiny config prefill (2 heads, hd 16) */
     test_flash(0, 1, 1, 2 * 67, 67, 16);
     test_flash(1, 1, 2, 100, 100, 128);      /* the other padded head dims (128, 64, 32) */

@@ -475,6 +475,7 @@ static int fa_aligned(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
 extern "C" cudaError_t cuk_flash_attn(cudaStream_t st, const cuk_flash_args *a) {
     if (!a || a->R < 0 || a->S < 0 || a->nb < 0 || a->nh <= 0 || a->hd <= 0) return cudaErrorInvalidValue;
     if (a->R == 0 || a->S == 0 || a->nb == 0) return cudaSuccess;
+    if (a->variant == CUK_FLASH_WG) return cuk_flash_attn_wg(st, a);
     if (a->hd > 256 || (long long)a->nb * a->nh > 65535 || !a->q || !a->k || !a->v || !a->o)
         return cudaErrorInvalidValue;
     FaParams p;
@@ -546,13 +547,18 @@ extern "C" cudaError_t cuk_flash_attn_vit(cudaStream_t st, const uint16_t *qkv, 
 }
 
 extern "C" cudaError_t cuk_flash_attn_mqa(cudaStream_t st, const uint16_t *q, int R, const uint16_t *k,
-                                          const uint16_t *v, int S, int hd, float scale, uint16_t *out) {
+                                          const uint16_t *v, int S, int hd, float scale, uint16_t *out, int variant) {
     cuk_flash_args a;
     memset(&a, 0, sizeof a);
     a.q = q; a.k = k; a.v = v; a.o = out;
     a.ldq = a.ldk = a.ldv = a.ldo = hd;
-    a.nb = 1; a.nh = 1; a.R = R; a.S = S; a.hd = hd; a.scale = scale;
-    return cuk_flash_attn(st, &a);
+    a.nb = 1; a.nh = 1; a.R = R; a.S = S; a.hd = hd; a.scale = scale; a.variant = variant;
+    cudaError_t e = cuk_flash_attn(st, &a);
+    if (e == cudaErrorInvalidValue && variant == CUK_FLASH_WG) { /* a shape the wgmma kernel does not take */
+        a.variant = 0;
+        e = cuk_flash_attn(st, &a);
+    }
+    return e;
 }
 
 /* CPU twin: gather each (batch, head) into contiguous rows, double-precision cuk_attention_ref, scatter */

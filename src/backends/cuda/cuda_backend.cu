@@ -405,6 +405,7 @@ typedef struct {
     int mqa_merge;   /* CUK_MQA_MERGE_COL4 (default) or CUK_MQA_MERGE_ROW (PI0_EXP_MQA_MERGE_ROW) */
     int mqa_rows;    /* cuk_attention_mqa tile_rows: CUK_MQA_FLASH (default), 32 (PI0_EXP_MQA_V13) or 64 (PI0_EXP_MQA_ROWS64) */
     int flash_attn;  /* ViT and prefill (T > 64) attention through cuk_flash_attn (default; off: PI0_EXP_NO_FLASH_ATTN) */
+    int flash_variant; /* prefill: CUK_FLASH_WG (default) or 0 (the mma.sync kernel, PI0_EXP_FLASH_MMA) */
     float *rope_c, *rope_s; /* (Smax, hd/2) */
     /* suffix / flow */
     float *xa, *vel, *hs, *yf, *state;
@@ -640,6 +641,8 @@ static pi0_status cu_session_init(pi0_session *ss) {
      * (dev/cuda/attention_flash.cu, bench/results/2026-11-24-h100-flash-attn-playground.txt);
      * shapes it does not take fall back to cuBLASLt QK^T + softmax + PV */
     s->flash_attn = !(ss->experimental & PI0_EXP_NO_FLASH_ATTN);
+    /* prefill (hd 256): the wgmma kernel, E2E 17.43 vs 17.61 ms with the mma.sync one (bench/NOTES.md item 23) */
+    s->flash_variant = (ss->experimental & PI0_EXP_FLASH_MMA) ? 0 : CUK_FLASH_WG;
     /* programmatic dependent launch along the expert's kernel chain (RMSNorm, streaming GEMM, MQA attention):
      * each kernel starts streaming its weights while its predecessor still runs */
     s->pdl = (ss->experimental & PI0_EXP_PDL) ? CUK_PDL : 0;
@@ -894,7 +897,8 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
     }
     /* prefill (T > 64, no state row): fused flash attention, the nh x T query rows share the one K/V head */
     if (!mqa_done && s->gemm_attn && s->flash_attn && T > 64 && !state_rows) {
-        cudaError_t e = cuk_flash_attn_mqa(st, s->qr, T * nh, Kc, Vc, S, hd, 1.f / sqrtf((float)hd), s->o);
+        cudaError_t e = cuk_flash_attn_mqa(st, s->qr, T * nh, Kc, Vc, S, hd, 1.f / sqrtf((float)hd), s->o,
+                                           s->flash_variant);
         if (e != cudaSuccess && e != cudaErrorInvalidValue)
             return pi0_fail(PI0_ERR_BACKEND, "cuk_flash_attn_mqa(R=%d S=%d) failed: %s", T * nh, S, cudaGetErrorString(e));
         mqa_done = e == cudaSuccess;

@@ -224,9 +224,15 @@ void cuk_flash_attn_ref(const cuk_flash_args *a); /* CPU twin (double precision,
  * h*hd of each third; out (ncam*np, W). All cameras x heads in one launch. */
 cudaError_t cuk_flash_attn_vit(cudaStream_t st, const uint16_t *qkv, int ncam, int np, int nh, int hd, float scale,
                                uint16_t *out);
-/* Multi-query (Gemma prefill): q (R, hd) rows (R = tokens x query heads), one shared k/v (S, hd); out (R, hd). */
+/* variant CUK_FLASH_WG: the wgmma kernel (attention_flash_wg.cu; hd = 256, 16-byte aligned rows), also
+ * callable directly */
+#define CUK_FLASH_WG 9000
+cudaError_t cuk_flash_attn_wg(cudaStream_t st, const cuk_flash_args *a);
+/* Multi-query (Gemma prefill): q (R, hd) rows (R = tokens x query heads), one shared k/v (S, hd); out (R, hd).
+ * variant as in cuk_flash_args (0: the mma.sync kernel's default shape; CUK_FLASH_WG: the wgmma kernel, or
+ * the default where it does not take the shape). */
 cudaError_t cuk_flash_attn_mqa(cudaStream_t st, const uint16_t *q, int R, const uint16_t *k, const uint16_t *v, int S,
-                               int hd, float scale, uint16_t *out);
+                               int hd, float scale, uint16_t *out, int variant);
 #ifdef __cplusplus
 }
 #endif

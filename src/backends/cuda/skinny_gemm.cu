@@ -20,6 +20,7 @@
 #include <cooperative_groups.h>
 
 #include "backends/cuda/cuda_common.cuh"
+#include "backends/cuda/wgmma.cuh"
 
 namespace cg = cooperative_groups;
 
@@ -289,26 +290,6 @@ __global__ void __launch_bounds__(NW * 32) k_skinny2(const uint16_t *__restrict_
  * 128-byte rows with the 128-byte swizzle (16-byte chunk c of row r at c ^ (r % 8)), the layout wgmma's
  * descriptors expect. Under CUK_PDL the weight slice is requested before the grid-dependency wait.
  */
-/* D (64 x 32, f32, registers) (+)= A (64 x 16, K-major smem) B^T (32 x 16, K-major smem); scale_d 0: D = A B^T */
-static __device__ __forceinline__ void wg_mma_n32(float (&d)[16], uint64_t da, uint64_t db, int scale_d) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-                 : "l"(da), "l"(db), "r"(scale_d));
-}
-/* D (64 x 64, f32, registers) (+)= A (64 x 16, K-major smem) B^T (64 x 16, K-major smem); scale_d 0: D = A B^T */
-static __device__ __forceinline__ void wg_mma_n64(float (&d)[32], uint64_t da, uint64_t db, int scale_d) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "l"(da), "l"(db), "r"(scale_d));
-}
-
-/* shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart */
-static __device__ __forceinline__ uint64_t wg_desc(unsigned saddr) {
-    return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
-}
-
 template <int BN, int CS>
 __global__ void __launch_bounds__(256) k_skinny_wg(const uint16_t *__restrict__ X, int ldx, int T,
                                                     const uint16_t *__restrict__ W, int KS, sk_epi e) {
@@ -346,7 +327,7 @@ __global__ void __launch_bounds__(256) k_skinny_wg(const uint16_t *__restrict__ 
     float d[HN / 2];
 #pragma unroll
     for (int i = 0; i < HN / 2; i++) d[i] = 0.f;
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    wg_fence();
     for (int kb = 0; kb < nkb; kb++) {
         const unsigned xa = xs + (unsigned)kb * TR * 128, wb = ws + (unsigned)kb * BN * 128 + (unsigned)g * HN * 128;
 #pragma unroll
@@ -356,8 +337,8 @@ __global__ void __launch_bounds__(256) k_skinny_wg(const uint16_t *__restrict__ 
             else wg_mma_n32(d, da, db, 1);
         }
     }
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    wg_commit();
+    wg_wait0();
     __syncthreads(); /* X / W dead: the partial tile goes over them */
     constexpr int PB = BN + 4;
     float *Ps = (float *)(sk_smem + (base - (unsigned)__cvta_generic_to_shared(sk_smem)));

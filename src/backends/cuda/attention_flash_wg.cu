@@ -1,0 +1,188 @@
+/*
+ * Flash attention with wgmma for head dim 256 (the Gemma prefill: 8 query heads x P tokens over one shared
+ * K/V head), reached through cuk_flash_attn (kernels.h) as variant 9000 and, where measured faster, as its
+ * default for hd = 256. Same contract and CPU twin (cuk_flash_attn_ref) as the mma.sync kernel of
+ * attention_flash.cu, whose ncu profile (38.5 us at P = 788, ldmatrix-bound: every warp re-reads each K/V
+ * chunk) motivated this one: wgmma reads its operands from shared memory once per warpgroup.
+ *
+ * Design. One warpgroup (128 threads) per CTA owns 64 query rows of one (batch, head) and loops over 64-key
+ * chunks. Q (64 x 256), and per ring stage K and V (64 x 256 each), sit in shared memory as four 64-wide
+ * column blocks of 128-byte rows with the 128-byte swizzle (wgmma.cuh), loaded by cp.async (zero-filled
+ * past R and S), K and V of a chunk in separate groups so that Q K^T starts while V lands; chunk c + 1 is in
+ * flight while chunk c is multiplied. Per chunk: S (64 x 64, f32 registers) = Q K^T by 16 wgmma m64n64k16
+ * (both operands K-major); online softmax in f32 in the exp2 domain (row max over the quad by shuffles),
+ * keys >= S masked; P (bf16) stays in registers as the A operand of O += P V, 4 wgmma m64n256k16 with V as
+ * an MN-major B (the transpose bit); O (64 x 256 f32) is 128 registers per thread. At the end O / l is
+ * written as bf16 pairs. Deterministic (fixed order everywhere).
+ */
+#include "backends/cuda/cuda_common.cuh"
+#include "backends/cuda/wgmma.cuh"
+
+#define FW_ROWS 64
+#define FW_KC 64
+#define FW_HD 256
+#define FW_TILE (64 * FW_HD * 2) /* bytes of one 64 x 256 bf16 tile */
+#define FW_SMEM (1024 + 5 * FW_TILE) /* Q + 2 stages x (K, V), 1024-byte alignment slack */
+
+struct FwParams {
+    const bf16 *q, *k, *v;
+    bf16 *o;
+    long long ldq, ldk, ldv, ldo;
+    long long qbs, kbs, vbs, obs, qhs, khs, vhs, ohs;
+    int nh, R, S;
+    float sl2; /* scale * log2(e) */
+};
+
+static __device__ __forceinline__ void fw_cp16(unsigned sa, const void *g, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g), "r"(valid ? 16 : 0));
+}
+
+/* rows [0, 64) of a (rows, 256) bf16 matrix (row pitch ld) into the swizzled tile at dst; rows >= nvalid zero */
+static __device__ __forceinline__ void fw_load(unsigned dst, const bf16 *src, long long ld, int nvalid, int tid) {
+#pragma unroll 4
+    for (int i = tid; i < 64 * 32; i += 128) {
+        const int r = i >> 5, c = i & 31, blk = c >> 3, cc = c & 7;
+        const bool v = r < nvalid;
+        fw_cp16(dst + (unsigned)blk * 8192u + (unsigned)r * 128u + (unsigned)((cc ^ (r & 7)) << 4),
+                v ? (const void *)(src + (long long)r * ld + c * 8) : (const void *)src, v);
+    }
+}
+
+static __device__ __forceinline__ uint32_t fw_pack(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+__global__ void __launch_bounds__(128, 1) k_flash_wg(FwParams p) {
+    extern __shared__ unsigned char fw_raw[];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int bh = blockIdx.y, b = bh / p.nh, h = bh - b * p.nh, r0 = blockIdx.x * FW_ROWS;
+    const bf16 *q = p.q + b * p.qbs + h * p.qhs, *k = p.k + b * p.kbs + h * p.khs, *v = p.v + b * p.vbs + h * p.vhs;
+    bf16 *o = p.o + b * p.obs + h * p.ohs;
+    const unsigned base = ((unsigned)__cvta_generic_to_shared(fw_raw) + 1023u) & ~1023u;
+    const unsigned Qs = base;
+    auto Ks = [&](int st) { return base + (unsigned)FW_TILE * (1u + 2u * (unsigned)st); };
+    auto Vs = [&](int st) { return base + (unsigned)FW_TILE * (2u + 2u * (unsigned)st); };
+    const int S = p.S, nch = (S + FW_KC - 1) / FW_KC;
+
+    fw_load(Qs, q + (long long)r0 * p.ldq, p.ldq, p.R - r0, tid);
+    cp_async_commit();
+    fw_load(Ks(0), k, p.ldk, S, tid);
+    cp_async_commit();
+    fw_load(Vs(0), v, p.ldv, S, tid);
+    cp_async_commit();
+
+    float acc[128];
+#pragma unroll
+    for (int i = 0; i < 128; i++) acc[i] = 0.f;
+    float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f; /* rows lane/4 and lane/4 + 8 of the warp */
+    const float sl2 = p.sl2;
+    for (int c = 0; c < nch; c++) {
+        const int st = c & 1;
+        /* chunk c + 1 into the other stage (free: the previous iteration ended with a barrier) */
+        if (c + 1 < nch) fw_load(Ks(st ^ 1), k + (long long)(c + 1) * FW_KC * p.ldk, p.ldk, S - (c + 1) * FW_KC, tid);
+        cp_async_commit();
+        if (c + 1 < nch) fw_load(Vs(st ^ 1), v + (long long)(c + 1) * FW_KC * p.ldv, p.ldv, S - (c + 1) * FW_KC, tid);
+        cp_async_commit();
+        cp_async_wait<3>(); /* Q and K_c landed (V_c, K_c+1, V_c+1 may be in flight) */
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        __syncthreads();
+        float s[32];
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < 16; kk++) {
+            const unsigned off = (unsigned)(kk >> 2) * 8192u + (unsigned)(kk & 3) * 32u;
+            wg_mma_n64(s, wg_desc(Qs + off), wg_desc(Ks(st) + off), kk > 0);
+        }
+        wg_commit();
+        wg_wait0();
+        /* online softmax; thread's columns: 8 j + 2 (lane % 4) + {0, 1} */
+        const int kv = S - c * FW_KC, cb = 2 * (lane & 3);
+        float mx_a = -INFINITY, mx_b = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            if (8 * j + cb >= kv) s[4 * j] = s[4 * j + 2] = -INFINITY;
+            if (8 * j + cb + 1 >= kv) s[4 * j + 1] = s[4 * j + 3] = -INFINITY;
+            mx_a = fmaxf(mx_a, fmaxf(s[4 * j], s[4 * j + 1]));
+            mx_b = fmaxf(mx_b, fmaxf(s[4 * j + 2], s[4 * j + 3]));
+        }
+        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+        const float mn_a = fmaxf(m_a, mx_a * sl2), mn_b = fmaxf(m_b, mx_b * sl2);
+        const float al_a = exp2f(m_a - mn_a), al_b = exp2f(m_b - mn_b);
+        m_a = mn_a;
+        m_b = mn_b;
+        float sum_a = 0.f, sum_b = 0.f;
+        uint32_t pa[4][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const float p0 = exp2f(fmaf(s[4 * j], sl2, -mn_a)), p1 = exp2f(fmaf(s[4 * j + 1], sl2, -mn_a));
+            const float p2 = exp2f(fmaf(s[4 * j + 2], sl2, -mn_b)), p3 = exp2f(fmaf(s[4 * j + 3], sl2, -mn_b));
+            sum_a += p0 + p1;
+            sum_b += p2 + p3;
+            /* key block j = 2 kk + (j & 1): A fragment regs {0, 1} (keys 0-7 of the 16) or {2, 3} (keys 8-15) */
+            pa[j >> 1][(j & 1) * 2] = fw_pack(p0, p1);
+            pa[j >> 1][(j & 1) * 2 + 1] = fw_pack(p2, p3);
+        }
+        l_a = l_a * al_a + sum_a;
+        l_b = l_b * al_b + sum_b;
+#pragma unroll
+        for (int j = 0; j < 32; j++) {
+            acc[4 * j] *= al_a;
+            acc[4 * j + 1] *= al_a;
+            acc[4 * j + 2] *= al_b;
+            acc[4 * j + 3] *= al_b;
+        }
+        cp_async_wait<2>(); /* V_c landed */
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        __syncthreads();
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++)
+            wg_mma_rs_n256_tb(acc, pa[kk], wg_desc_mn(Vs(st) + (unsigned)kk * 2048u, 8192u), 1);
+        wg_commit();
+        wg_wait0();
+        __syncthreads(); /* stage st is read: the next iteration's loads may overwrite it */
+    }
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
+    const float ia = 1.f / l_a, ib = 1.f / l_b;
+    const int ra = r0 + warp * 16 + (lane >> 2), rb = ra + 8, cb = 2 * (lane & 3);
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+        if (ra < p.R)
+            *reinterpret_cast<uint32_t *>(o + (long long)ra * p.ldo + 8 * j + cb) = fw_pack(acc[4 * j] * ia, acc[4 * j + 1] * ia);
+        if (rb < p.R)
+            *reinterpret_cast<uint32_t *>(o + (long long)rb * p.ldo + 8 * j + cb) =
+                fw_pack(acc[4 * j + 2] * ib, acc[4 * j + 3] * ib);
+    }
+}
+
+/* cudaErrorInvalidValue unless hd == 256 and every pointer / offset allows 16-byte loads (caller falls back) */
+extern "C" cudaError_t cuk_flash_attn_wg(cudaStream_t st, const cuk_flash_args *a) {
+    if (!a || a->hd != FW_HD || a->R <= 0 || a->S <= 0 || a->nb <= 0 || a->nh <= 0 || (long long)a->nb * a->nh > 65535)
+        return cudaErrorInvalidValue;
+    const long long strides[12] = {a->ldq, a->ldk, a->ldv, a->ldo, a->q_bs, a->k_bs, a->v_bs, a->o_bs,
+                                   a->q_hs, a->k_hs, a->v_hs, a->o_hs};
+    for (int i = 0; i < 12; i++)
+        if (strides[i] % 8) return cudaErrorInvalidValue;
+    const void *ptrs[4] = {a->q, a->k, a->v, a->o};
+    for (int i = 0; i < 4; i++)
+        if (!ptrs[i] || ((uintptr_t)ptrs[i] & 15)) return cudaErrorInvalidValue;
+    FwParams p;
+    p.q = (const bf16 *)a->q; p.k = (const bf16 *)a->k; p.v = (const bf16 *)a->v; p.o = (bf16 *)a->o;
+    p.ldq = a->ldq; p.ldk = a->ldk; p.ldv = a->ldv; p.ldo = a->ldo;
+    p.qbs = a->q_bs; p.kbs = a->k_bs; p.vbs = a->v_bs; p.obs = a->o_bs;
+    p.qhs = a->q_hs; p.khs = a->k_hs; p.vhs = a->v_hs; p.ohs = a->o_hs;
+    p.nh = a->nh; p.R = a->R; p.S = a->S;
+    p.sl2 = a->scale * 1.4426950408889634f;
+    cudaError_t e = cudaFuncSetAttribute(k_flash_wg, cudaFuncAttributeMaxDynamicSharedMemorySize, FW_SMEM);
+    if (e != cudaSuccess) return e;
+    dim3 grid((unsigned)((a->R + FW_ROWS - 1) / FW_ROWS), (unsigned)(a->nb * a->nh));
+    k_flash_wg<<<grid, 128, FW_SMEM, st>>>(p);
+    return cudaGetLastError();
+}
