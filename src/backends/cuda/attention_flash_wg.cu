@@ -22,7 +22,8 @@
 #define FW_KC 64
 #define FW_HD 256
 #define FW_TILE (64 * FW_HD * 2) /* bytes of one 64 x 256 bf16 tile */
-#define FW_SMEM (1024 + 5 * FW_TILE) /* Q + 2 stages x (K, V), 1024-byte alignment slack */
+#define FW_ST 3 /* K/V ring stages */
+#define FW_SMEM (1024 + (1 + 2 * FW_ST) * FW_TILE) /* Q + FW_ST stages x (K, V), 1024-byte alignment slack */
 
 struct FwParams {
     const bf16 *q, *k, *v;
@@ -53,6 +54,60 @@ static __device__ __forceinline__ uint32_t fw_pack(float lo, float hi) {
     return *reinterpret_cast<uint32_t *>(&h);
 }
 
+/* online softmax of one chunk's S (keys >= kv masked): P into the A fragments pa, running max m (log2
+ * units) and partial row sums l of rows lane/4 (a) and lane/4 + 8 (b) updated, O rescaled */
+static __device__ __forceinline__ void fw_softmax(float (&s)[32], uint32_t (&pa)[4][4], float (&acc)[128], int kv,
+                                                  int lane, float sl2, float &m_a, float &m_b, float &l_a, float &l_b) {
+    const int cb = 2 * (lane & 3); /* the thread's columns: 8 j + cb + {0, 1} */
+    float mx_a = -INFINITY, mx_b = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        if (8 * j + cb >= kv) s[4 * j] = s[4 * j + 2] = -INFINITY;
+        if (8 * j + cb + 1 >= kv) s[4 * j + 1] = s[4 * j + 3] = -INFINITY;
+        mx_a = fmaxf(mx_a, fmaxf(s[4 * j], s[4 * j + 1]));
+        mx_b = fmaxf(mx_b, fmaxf(s[4 * j + 2], s[4 * j + 3]));
+    }
+    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+    const float mn_a = fmaxf(m_a, mx_a * sl2), mn_b = fmaxf(m_b, mx_b * sl2);
+    const float al_a = exp2f(m_a - mn_a), al_b = exp2f(m_b - mn_b);
+    m_a = mn_a;
+    m_b = mn_b;
+    float sum_a = 0.f, sum_b = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const float p0 = exp2f(fmaf(s[4 * j], sl2, -mn_a)), p1 = exp2f(fmaf(s[4 * j + 1], sl2, -mn_a));
+        const float p2 = exp2f(fmaf(s[4 * j + 2], sl2, -mn_b)), p3 = exp2f(fmaf(s[4 * j + 3], sl2, -mn_b));
+        sum_a += p0 + p1;
+        sum_b += p2 + p3;
+        /* key block j = 2 kk + (j & 1): A fragment regs {0, 1} (keys 0-7 of the 16) or {2, 3} (keys 8-15) */
+        pa[j >> 1][(j & 1) * 2] = fw_pack(p0, p1);
+        pa[j >> 1][(j & 1) * 2 + 1] = fw_pack(p2, p3);
+    }
+    l_a = l_a * al_a + sum_a;
+    l_b = l_b * al_b + sum_b;
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+        acc[4 * j] *= al_a;
+        acc[4 * j + 1] *= al_a;
+        acc[4 * j + 2] *= al_b;
+        acc[4 * j + 3] *= al_b;
+    }
+}
+
+/* S = Q K^T of one chunk: 16 k-steps of 16 over the four 64-wide column blocks */
+static __device__ __forceinline__ void fw_qk(float (&s)[32], unsigned Qs, unsigned Kst) {
+#pragma unroll
+    for (int kk = 0; kk < 16; kk++) {
+        const unsigned off = (unsigned)(kk >> 2) * 8192u + (unsigned)(kk & 3) * 32u;
+        wg_mma_n64(s, wg_desc(Qs + off), wg_desc(Kst + off), kk > 0);
+    }
+}
+
+/* FW_ST-stage K/V ring; per iteration c the tensor cores run P_c V_c and then Q K_{c+1}^T back to back
+ * (one wait), and the softmax of chunk c + 1 follows */
 __global__ void __launch_bounds__(128, 1) k_flash_wg(FwParams p) {
     extern __shared__ unsigned char fw_raw[];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -61,90 +116,49 @@ __global__ void __launch_bounds__(128, 1) k_flash_wg(FwParams p) {
     bf16 *o = p.o + b * p.obs + h * p.ohs;
     const unsigned base = ((unsigned)__cvta_generic_to_shared(fw_raw) + 1023u) & ~1023u;
     const unsigned Qs = base;
-    auto Ks = [&](int st) { return base + (unsigned)FW_TILE * (1u + 2u * (unsigned)st); };
-    auto Vs = [&](int st) { return base + (unsigned)FW_TILE * (2u + 2u * (unsigned)st); };
+    auto Ks = [&](int c) { return base + (unsigned)FW_TILE * (1u + 2u * (unsigned)(c % FW_ST)); };
+    auto Vs = [&](int c) { return base + (unsigned)FW_TILE * (2u + 2u * (unsigned)(c % FW_ST)); };
     const int S = p.S, nch = (S + FW_KC - 1) / FW_KC;
+    /* chunk c's K and V as two cp.async groups (empty past the last chunk: the group count stays uniform) */
+    auto load_kv = [&](int c) {
+        if (c < nch) fw_load(Ks(c), k + (long long)c * FW_KC * p.ldk, p.ldk, S - c * FW_KC, tid);
+        cp_async_commit();
+        if (c < nch) fw_load(Vs(c), v + (long long)c * FW_KC * p.ldv, p.ldv, S - c * FW_KC, tid);
+        cp_async_commit();
+    };
 
     fw_load(Qs, q + (long long)r0 * p.ldq, p.ldq, p.R - r0, tid);
     cp_async_commit();
-    fw_load(Ks(0), k, p.ldk, S, tid);
-    cp_async_commit();
-    fw_load(Vs(0), v, p.ldv, S, tid);
-    cp_async_commit();
-
+#pragma unroll
+    for (int c = 0; c < FW_ST; c++) load_kv(c);
     float acc[128];
 #pragma unroll
     for (int i = 0; i < 128; i++) acc[i] = 0.f;
-    float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f; /* rows lane/4 and lane/4 + 8 of the warp */
+    float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
     const float sl2 = p.sl2;
+    float s[32];
+    uint32_t pa[4][4];
+    cp_async_wait<2 * FW_ST - 1>(); /* Q and K_0 */
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncthreads();
+    wg_fence();
+    fw_qk(s, Qs, Ks(0));
+    wg_commit();
+    wg_wait0();
+    fw_softmax(s, pa, acc, S, lane, sl2, m_a, m_b, l_a, l_b);
     for (int c = 0; c < nch; c++) {
-        const int st = c & 1;
-        /* chunk c + 1 into the other stage (free: the previous iteration ended with a barrier) */
-        if (c + 1 < nch) fw_load(Ks(st ^ 1), k + (long long)(c + 1) * FW_KC * p.ldk, p.ldk, S - (c + 1) * FW_KC, tid);
-        cp_async_commit();
-        if (c + 1 < nch) fw_load(Vs(st ^ 1), v + (long long)(c + 1) * FW_KC * p.ldv, p.ldv, S - (c + 1) * FW_KC, tid);
-        cp_async_commit();
-        cp_async_wait<3>(); /* Q and K_c landed (V_c, K_c+1, V_c+1 may be in flight) */
-        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-        __syncthreads();
-        float s[32];
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < 16; kk++) {
-            const unsigned off = (unsigned)(kk >> 2) * 8192u + (unsigned)(kk & 3) * 32u;
-            wg_mma_n64(s, wg_desc(Qs + off), wg_desc(Ks(st) + off), kk > 0);
-        }
-        wg_commit();
-        wg_wait0();
-        /* online softmax; thread's columns: 8 j + 2 (lane % 4) + {0, 1} */
-        const int kv = S - c * FW_KC, cb = 2 * (lane & 3);
-        float mx_a = -INFINITY, mx_b = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            if (8 * j + cb >= kv) s[4 * j] = s[4 * j + 2] = -INFINITY;
-            if (8 * j + cb + 1 >= kv) s[4 * j + 1] = s[4 * j + 3] = -INFINITY;
-            mx_a = fmaxf(mx_a, fmaxf(s[4 * j], s[4 * j + 1]));
-            mx_b = fmaxf(mx_b, fmaxf(s[4 * j + 2], s[4 * j + 3]));
-        }
-        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
-        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
-        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
-        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
-        const float mn_a = fmaxf(m_a, mx_a * sl2), mn_b = fmaxf(m_b, mx_b * sl2);
-        const float al_a = exp2f(m_a - mn_a), al_b = exp2f(m_b - mn_b);
-        m_a = mn_a;
-        m_b = mn_b;
-        float sum_a = 0.f, sum_b = 0.f;
-        uint32_t pa[4][4];
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const float p0 = exp2f(fmaf(s[4 * j], sl2, -mn_a)), p1 = exp2f(fmaf(s[4 * j + 1], sl2, -mn_a));
-            const float p2 = exp2f(fmaf(s[4 * j + 2], sl2, -mn_b)), p3 = exp2f(fmaf(s[4 * j + 3], sl2, -mn_b));
-            sum_a += p0 + p1;
-            sum_b += p2 + p3;
-            /* key block j = 2 kk + (j & 1): A fragment regs {0, 1} (keys 0-7 of the 16) or {2, 3} (keys 8-15) */
-            pa[j >> 1][(j & 1) * 2] = fw_pack(p0, p1);
-            pa[j >> 1][(j & 1) * 2 + 1] = fw_pack(p2, p3);
-        }
-        l_a = l_a * al_a + sum_a;
-        l_b = l_b * al_b + sum_b;
-#pragma unroll
-        for (int j = 0; j < 32; j++) {
-            acc[4 * j] *= al_a;
-            acc[4 * j + 1] *= al_a;
-            acc[4 * j + 2] *= al_b;
-            acc[4 * j + 3] *= al_b;
-        }
-        cp_async_wait<2>(); /* V_c landed */
+        cp_async_wait<2 * FW_ST - 3>(); /* V_c and K_c+1 (groups pending: V_c+1, K/V of the chunks after) */
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         __syncthreads();
         wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++)
-            wg_mma_rs_n256_tb(acc, pa[kk], wg_desc_mn(Vs(st) + (unsigned)kk * 2048u, 8192u), 1);
+        for (int kk = 0; kk < 4; kk++) wg_mma_rs_n256_tb(acc, pa[kk], wg_desc_mn(Vs(c) + (unsigned)kk * 2048u, 8192u), 1);
+        if (c + 1 < nch) fw_qk(s, Qs, Ks(c + 1));
         wg_commit();
         wg_wait0();
-        __syncthreads(); /* stage st is read: the next iteration's loads may overwrite it */
+        __syncthreads(); /* K_c (read two iterations ago... and now) and V_c are read: refill their stage */
+        load_kv(c + FW_ST);
+        if (c + 1 < nch) fw_softmax(s, pa, acc, S - (c + 1) * FW_KC, lane, sl2, m_a, m_b, l_a, l_b);
     }
     l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
     l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
