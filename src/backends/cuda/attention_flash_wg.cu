@@ -1,19 +1,26 @@
 /*
  * Flash attention with wgmma for head dim 256 (the Gemma prefill: 8 query heads x P tokens over one shared
- * K/V head), reached through cuk_flash_attn (kernels.h) as variant 9000 and, where measured faster, as its
- * default for hd = 256. Same contract and CPU twin (cuk_flash_attn_ref) as the mma.sync kernel of
- * attention_flash.cu, whose ncu profile (38.5 us at P = 788, ldmatrix-bound: every warp re-reads each K/V
- * chunk) motivated this one: wgmma reads its operands from shared memory once per warpgroup.
+ * K/V head), reached through cuk_flash_attn (kernels.h) as variant CUK_FLASH_WG; the backend's prefill
+ * default. Same contract and CPU twin (cuk_flash_attn_ref) as the mma.sync kernel of attention_flash.cu,
+ * whose ncu profile (ldmatrix-bound: every warp re-reads each K/V chunk) motivated this one: wgmma reads its
+ * operands from shared memory once per warpgroup.
  *
  * Design. One warpgroup (128 threads) per CTA owns 64 query rows of one (batch, head) and loops over 64-key
- * chunks. Q (64 x 256), and per ring stage K and V (64 x 256 each), sit in shared memory as four 64-wide
- * column blocks of 128-byte rows with the 128-byte swizzle (wgmma.cuh), loaded by cp.async (zero-filled
- * past R and S), K and V of a chunk in separate groups so that Q K^T starts while V lands; chunk c + 1 is in
- * flight while chunk c is multiplied. Per chunk: S (64 x 64, f32 registers) = Q K^T by 16 wgmma m64n64k16
- * (both operands K-major); online softmax in f32 in the exp2 domain (row max over the quad by shuffles),
- * keys >= S masked; P (bf16) stays in registers as the A operand of O += P V, 4 wgmma m64n256k16 with V as
- * an MN-major B (the transpose bit); O (64 x 256 f32) is 128 registers per thread. At the end O / l is
- * written as bf16 pairs. Deterministic (fixed order everywhere).
+ * chunks. Q (64 x 256) and, per stage of a 3-stage ring, K and V (64 x 256 each) sit in shared memory as
+ * four 64-wide column blocks of 128-byte rows with the 128-byte swizzle (wgmma.cuh), loaded by cp.async
+ * (zero-filled past R and S; each thread moves a fixed column chunk, so the addresses are one add per row),
+ * K and V of a chunk in separate groups. Per iteration c the tensor cores run O += P_c V_c (4 wgmma
+ * m64n256k16, P from registers, V an MN-major B: the transpose bit) and S = Q K_{c+1}^T (16 wgmma m64n64k16)
+ * back to back, one wait; then the online softmax of chunk c + 1 in f32 in the exp2 domain (row max over the
+ * quad by shuffles, keys >= S masked, O rescaled only when a row max grew), P re-packed in registers as the
+ * next A operand. O (64 x 256 f32) is 128 registers per thread; at the end O / l is written as bf16 pairs.
+ * Deterministic (fixed order everywhere).
+ *
+ * Measured (dev/cuda/attention_flash.cu, H100, graph replay, L2-warm; bench/results/2026-11-25-h100-v28-*):
+ * P = 788: 27.0 us vs 39.8 us for the mma.sync kernel; P = 531: 19.3 vs 29.3 us. ncu: one warp per
+ * scheduler, ~25 % tensor-pipe use; the serial part of each chunk (waits, barriers, softmax) is what is
+ * left, and only 99 CTAs exist at P = 788 (a second warpgroup per CTA splitting the head dim, exchanging
+ * the partial S through shared memory, measured slower: 33.2 us).
  */
 #include "backends/cuda/cuda_common.cuh"
 #include "backends/cuda/wgmma.cuh"
@@ -22,8 +29,6 @@
 #define FW_KC 64
 #define FW_HD 256
 #define FW_TILE (64 * FW_HD * 2) /* bytes of one 64 x 256 bf16 tile */
-#define FW_ST 3 /* K/V ring stages */
-#define FW_SMEM (1024 + (1 + 2 * FW_ST) * FW_TILE) /* Q + FW_ST stages x (K, V), 1024-byte alignment slack */
 
 struct FwParams {
     const bf16 *q, *k, *v;
@@ -38,14 +43,31 @@ static __device__ __forceinline__ void fw_cp16(unsigned sa, const void *g, bool 
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g), "r"(valid ? 16 : 0));
 }
 
-/* rows [0, 64) of a (rows, 256) bf16 matrix (row pitch ld) into the swizzled tile at dst; rows >= nvalid zero */
+/* rows [0, 64) of a (rows, 256) bf16 matrix (row pitch ld) into the swizzled tile at dst; rows >= nvalid zero.
+ * Thread t always moves column chunk t % 32 (16 bytes) of rows t / 32 + NT / 32 * j, so the shared offsets are
+ * compile-time steps and the global address one add per row (the kernel is issue-bound: one warp per
+ * scheduler) */
+template <int NT>
 static __device__ __forceinline__ void fw_load(unsigned dst, const bf16 *src, long long ld, int nvalid, int tid) {
-#pragma unroll 4
-    for (int i = tid; i < 64 * 32; i += 128) {
-        const int r = i >> 5, c = i & 31, blk = c >> 3, cc = c & 7;
-        const bool v = r < nvalid;
-        fw_cp16(dst + (unsigned)blk * 8192u + (unsigned)r * 128u + (unsigned)((cc ^ (r & 7)) << 4),
-                v ? (const void *)(src + (long long)r * ld + c * 8) : (const void *)src, v);
+    constexpr int RS = NT / 32; /* rows per step */
+    const int c = tid & 31, rt = tid >> 5, cc = c & 7;
+    const unsigned d0 = dst + (unsigned)(c >> 3) * 8192u + (unsigned)rt * 128u;
+    const char *g = reinterpret_cast<const char *>(src + (long long)rt * ld + c * 8);
+    const long long gstep = (long long)RS * ld * 2;
+    if (nvalid >= 64) {
+#pragma unroll
+        for (int j = 0; j < 64 / RS; j++) {
+            const int r = rt + RS * j;
+            fw_cp16(d0 + (unsigned)(RS * j * 128) + (unsigned)((cc ^ (r & 7)) << 4), g + j * gstep, true);
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < 64 / RS; j++) {
+            const int r = rt + RS * j;
+            const bool v = r < nvalid;
+            fw_cp16(d0 + (unsigned)(RS * j * 128) + (unsigned)((cc ^ (r & 7)) << 4), v ? g + j * gstep : (const char *)src,
+                    v);
+        }
     }
 }
 
@@ -55,8 +77,9 @@ static __device__ __forceinline__ uint32_t fw_pack(float lo, float hi) {
 }
 
 /* online softmax of one chunk's S (keys >= kv masked): P into the A fragments pa, running max m (log2
- * units) and partial row sums l of rows lane/4 (a) and lane/4 + 8 (b) updated, O rescaled */
-static __device__ __forceinline__ void fw_softmax(float (&s)[32], uint32_t (&pa)[4][4], float (&acc)[128], int kv,
+ * units) and partial row sums l of rows lane/4 (a) and lane/4 + 8 (b) updated, O (NO registers) rescaled */
+template <int NO>
+static __device__ __forceinline__ void fw_softmax(float (&s)[32], uint32_t (&pa)[4][4], float (&acc)[NO], int kv,
                                                   int lane, float sl2, float &m_a, float &m_b, float &l_a, float &l_b) {
     const int cb = 2 * (lane & 3); /* the thread's columns: 8 j + cb + {0, 1} */
     float mx_a = -INFINITY, mx_b = -INFINITY;
@@ -88,27 +111,32 @@ static __device__ __forceinline__ void fw_softmax(float (&s)[32], uint32_t (&pa)
     }
     l_a = l_a * al_a + sum_a;
     l_b = l_b * al_b + sum_b;
+    if (al_a != 1.f || al_b != 1.f) { /* the row max grew: once or twice per row after the first chunks */
 #pragma unroll
-    for (int j = 0; j < 32; j++) {
-        acc[4 * j] *= al_a;
-        acc[4 * j + 1] *= al_a;
-        acc[4 * j + 2] *= al_b;
-        acc[4 * j + 3] *= al_b;
+        for (int j = 0; j < NO / 4; j++) {
+            acc[4 * j] *= al_a;
+            acc[4 * j + 1] *= al_a;
+            acc[4 * j + 2] *= al_b;
+            acc[4 * j + 3] *= al_b;
+        }
     }
 }
 
-/* S = Q K^T of one chunk: 16 k-steps of 16 over the four 64-wide column blocks */
-static __device__ __forceinline__ void fw_qk(float (&s)[32], unsigned Qs, unsigned Kst) {
+/* S (+)= Q K^T over the head-dim column blocks [B0, B0 + NB) (16-wide k-steps, 4 per block) */
+template <int NB>
+static __device__ __forceinline__ void fw_qk(float (&s)[32], unsigned Qs, unsigned Kst, int b0) {
 #pragma unroll
-    for (int kk = 0; kk < 16; kk++) {
-        const unsigned off = (unsigned)(kk >> 2) * 8192u + (unsigned)(kk & 3) * 32u;
+    for (int kk = 0; kk < 4 * NB; kk++) {
+        const unsigned off = (unsigned)(b0 + (kk >> 2)) * 8192u + (unsigned)(kk & 3) * 32u;
         wg_mma_n64(s, wg_desc(Qs + off), wg_desc(Kst + off), kk > 0);
     }
 }
 
-/* FW_ST-stage K/V ring; per iteration c the tensor cores run P_c V_c and then Q K_{c+1}^T back to back
- * (one wait), and the softmax of chunk c + 1 follows */
+/* ST-stage K/V ring; per iteration c the tensor cores run P_c V_c and then Q K_{c+1}^T back to back (one
+ * wait), and the softmax of chunk c + 1 follows */
+template <int ST>
 __global__ void __launch_bounds__(128, 1) k_flash_wg(FwParams p) {
+    constexpr int NT = 128, NO = 128, NB = 4;
     extern __shared__ unsigned char fw_raw[];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int bh = blockIdx.y, b = bh / p.nh, h = bh - b * p.nh, r0 = blockIdx.x * FW_ROWS;
@@ -116,49 +144,53 @@ __global__ void __launch_bounds__(128, 1) k_flash_wg(FwParams p) {
     bf16 *o = p.o + b * p.obs + h * p.ohs;
     const unsigned base = ((unsigned)__cvta_generic_to_shared(fw_raw) + 1023u) & ~1023u;
     const unsigned Qs = base;
-    auto Ks = [&](int c) { return base + (unsigned)FW_TILE * (1u + 2u * (unsigned)(c % FW_ST)); };
-    auto Vs = [&](int c) { return base + (unsigned)FW_TILE * (2u + 2u * (unsigned)(c % FW_ST)); };
+    auto Ks = [&](int c) { return base + (unsigned)FW_TILE * (1u + 2u * (unsigned)(c % ST)); };
+    auto Vs = [&](int c) { return base + (unsigned)FW_TILE * (2u + 2u * (unsigned)(c % ST)); };
     const int S = p.S, nch = (S + FW_KC - 1) / FW_KC;
     /* chunk c's K and V as two cp.async groups (empty past the last chunk: the group count stays uniform) */
     auto load_kv = [&](int c) {
-        if (c < nch) fw_load(Ks(c), k + (long long)c * FW_KC * p.ldk, p.ldk, S - c * FW_KC, tid);
+        if (c < nch) fw_load<NT>(Ks(c), k + (long long)c * FW_KC * p.ldk, p.ldk, S - c * FW_KC, tid);
         cp_async_commit();
-        if (c < nch) fw_load(Vs(c), v + (long long)c * FW_KC * p.ldv, p.ldv, S - c * FW_KC, tid);
+        if (c < nch) fw_load<NT>(Vs(c), v + (long long)c * FW_KC * p.ldv, p.ldv, S - c * FW_KC, tid);
         cp_async_commit();
     };
 
-    fw_load(Qs, q + (long long)r0 * p.ldq, p.ldq, p.R - r0, tid);
+    fw_load<NT>(Qs, q + (long long)r0 * p.ldq, p.ldq, p.R - r0, tid);
     cp_async_commit();
 #pragma unroll
-    for (int c = 0; c < FW_ST; c++) load_kv(c);
-    float acc[128];
+    for (int c = 0; c < ST; c++) load_kv(c);
+    float acc[NO];
 #pragma unroll
-    for (int i = 0; i < 128; i++) acc[i] = 0.f;
+    for (int i = 0; i < NO; i++) acc[i] = 0.f;
     float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
     const float sl2 = p.sl2;
     float s[32];
     uint32_t pa[4][4];
-    cp_async_wait<2 * FW_ST - 1>(); /* Q and K_0 */
+    cp_async_wait<2 * ST - 1>(); /* Q and K_0 */
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncthreads();
     wg_fence();
-    fw_qk(s, Qs, Ks(0));
+    fw_qk<NB>(s, Qs, Ks(0), 0);
     wg_commit();
     wg_wait0();
-    fw_softmax(s, pa, acc, S, lane, sl2, m_a, m_b, l_a, l_b);
+    fw_softmax<NO>(s, pa, acc, S, lane, sl2, m_a, m_b, l_a, l_b);
     for (int c = 0; c < nch; c++) {
-        cp_async_wait<2 * FW_ST - 3>(); /* V_c and K_c+1 (groups pending: V_c+1, K/V of the chunks after) */
+        cp_async_wait<2 * ST - 3>(); /* V_c and K_c+1 (pending: V_c+1 and the chunks after) */
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         __syncthreads();
         wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++) wg_mma_rs_n256_tb(acc, pa[kk], wg_desc_mn(Vs(c) + (unsigned)kk * 2048u, 8192u), 1);
-        if (c + 1 < nch) fw_qk(s, Qs, Ks(c + 1));
+        for (int kk = 0; kk < 4; kk++) {
+            wg_mma_rs_n256_tb(acc, pa[kk], wg_desc_mn(Vs(c) + (unsigned)kk * 2048u, 8192u), 1);
+        }
+        if (c + 1 < nch) fw_qk<NB>(s, Qs, Ks(c + 1), 0);
         wg_commit();
         wg_wait0();
-        __syncthreads(); /* K_c (read two iterations ago... and now) and V_c are read: refill their stage */
-        load_kv(c + FW_ST);
-        if (c + 1 < nch) fw_softmax(s, pa, acc, S - (c + 1) * FW_KC, lane, sl2, m_a, m_b, l_a, l_b);
+        __syncthreads(); /* K_c and V_c are read: refill their stage */
+        load_kv(c + ST);
+        if (c + 1 < nch) {
+                    fw_softmax<NO>(s, pa, acc, S - (c + 1) * FW_KC, lane, sl2, m_a, m_b, l_a, l_b);
+        }
     }
     l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
     l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
@@ -167,13 +199,22 @@ __global__ void __launch_bounds__(128, 1) k_flash_wg(FwParams p) {
     const float ia = 1.f / l_a, ib = 1.f / l_b;
     const int ra = r0 + warp * 16 + (lane >> 2), rb = ra + 8, cb = 2 * (lane & 3);
 #pragma unroll
-    for (int j = 0; j < 32; j++) {
+    for (int j = 0; j < NO / 4; j++) {
         if (ra < p.R)
             *reinterpret_cast<uint32_t *>(o + (long long)ra * p.ldo + 8 * j + cb) = fw_pack(acc[4 * j] * ia, acc[4 * j + 1] * ia);
         if (rb < p.R)
             *reinterpret_cast<uint32_t *>(o + (long long)rb * p.ldo + 8 * j + cb) =
                 fw_pack(acc[4 * j + 2] * ib, acc[4 * j + 3] * ib);
     }
+}
+
+template <int ST> static cudaError_t fw_launch(cudaStream_t st, const FwParams &p, int nbh) {
+    constexpr int smem = 1024 + (1 + 2 * ST) * FW_TILE; /* Q + ST x (K, V), 1024-byte alignment slack */
+    cudaError_t e = cudaFuncSetAttribute(k_flash_wg<ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e != cudaSuccess) return e;
+    dim3 grid((unsigned)((p.R + FW_ROWS - 1) / FW_ROWS), (unsigned)nbh);
+    k_flash_wg<ST><<<grid, 128, smem, st>>>(p);
+    return cudaGetLastError();
 }
 
 /* cudaErrorInvalidValue unless hd == 256 and every pointer / offset allows 16-byte loads (caller falls back) */
@@ -194,9 +235,6 @@ extern "C" cudaError_t cuk_flash_attn_wg(cudaStream_t st, const cuk_flash_args *
     p.qhs = a->q_hs; p.khs = a->k_hs; p.vhs = a->v_hs; p.ohs = a->o_hs;
     p.nh = a->nh; p.R = a->R; p.S = a->S;
     p.sl2 = a->scale * 1.4426950408889634f;
-    cudaError_t e = cudaFuncSetAttribute(k_flash_wg, cudaFuncAttributeMaxDynamicSharedMemorySize, FW_SMEM);
-    if (e != cudaSuccess) return e;
-    dim3 grid((unsigned)((a->R + FW_ROWS - 1) / FW_ROWS), (unsigned)(a->nb * a->nh));
-    k_flash_wg<<<grid, 128, FW_SMEM, st>>>(p);
-    return cudaGetLastError();
+    const int nbh = a->nb * a->nh;
+    return fw_launch<3>(st, p, nbh);
 }
