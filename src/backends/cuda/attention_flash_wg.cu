@@ -44,12 +44,11 @@ static __device__ __forceinline__ void fw_cp16(unsigned sa, const void *g, bool 
 }
 
 /* rows [0, 64) of a (rows, 256) bf16 matrix (row pitch ld) into the swizzled tile at dst; rows >= nvalid zero.
- * Thread t always moves column chunk t % 32 (16 bytes) of rows t / 32 + NT / 32 * j, so the shared offsets are
- * compile-time steps and the global address one add per row (the kernel is issue-bound: one warp per
+ * Thread t (of 128) always moves column chunk t % 32 (16 bytes) of rows t / 32 + 4 j, so the shared offsets
+ * are compile-time steps and the global address one add per row (the kernel is issue-bound: one warp per
  * scheduler) */
-template <int NT>
 static __device__ __forceinline__ void fw_load(unsigned dst, const bf16 *src, long long ld, int nvalid, int tid) {
-    constexpr int RS = NT / 32; /* rows per step */
+    constexpr int RS = 4; /* rows per step */
     const int c = tid & 31, rt = tid >> 5, cc = c & 7;
     const unsigned d0 = dst + (unsigned)(c >> 3) * 8192u + (unsigned)rt * 128u;
     const char *g = reinterpret_cast<const char *>(src + (long long)rt * ld + c * 8);
@@ -77,9 +76,8 @@ static __device__ __forceinline__ uint32_t fw_pack(float lo, float hi) {
 }
 
 /* online softmax of one chunk's S (keys >= kv masked): P into the A fragments pa, running max m (log2
- * units) and partial row sums l of rows lane/4 (a) and lane/4 + 8 (b) updated, O (NO registers) rescaled */
-template <int NO>
-static __device__ __forceinline__ void fw_softmax(float (&s)[32], uint32_t (&pa)[4][4], float (&acc)[NO], int kv,
+ * units) and partial row sums l of rows lane/4 (a) and lane/4 + 8 (b) updated, O rescaled */
+static __device__ __forceinline__ void fw_softmax(float (&s)[32], uint32_t (&pa)[4][4], float (&acc)[128], int kv,
                                                   int lane, float sl2, float &m_a, float &m_b, float &l_a, float &l_b) {
     const int cb = 2 * (lane & 3); /* the thread's columns: 8 j + cb + {0, 1} */
     float mx_a = -INFINITY, mx_b = -INFINITY;
@@ -113,7 +111,7 @@ static __device__ __forceinline__ void fw_softmax(float (&s)[32], uint32_t (&pa)
     l_b = l_b * al_b + sum_b;
     if (al_a != 1.f || al_b != 1.f) { /* the row max grew: once or twice per row after the first chunks */
 #pragma unroll
-        for (int j = 0; j < NO / 4; j++) {
+        for (int j = 0; j < 32; j++) {
             acc[4 * j] *= al_a;
             acc[4 * j + 1] *= al_a;
             acc[4 * j + 2] *= al_b;
@@ -122,12 +120,11 @@ static __device__ __forceinline__ void fw_softmax(float (&s)[32], uint32_t (&pa)
     }
 }
 
-/* S (+)= Q K^T over the head-dim column blocks [B0, B0 + NB) (16-wide k-steps, 4 per block) */
-template <int NB>
-static __device__ __forceinline__ void fw_qk(float (&s)[32], unsigned Qs, unsigned Kst, int b0) {
+/* S = Q K^T of one chunk: 16 k-steps of 16 over the four 64-wide column blocks */
+static __device__ __forceinline__ void fw_qk(float (&s)[32], unsigned Qs, unsigned Kst) {
 #pragma unroll
-    for (int kk = 0; kk < 4 * NB; kk++) {
-        const unsigned off = (unsigned)(b0 + (kk >> 2)) * 8192u + (unsigned)(kk & 3) * 32u;
+    for (int kk = 0; kk < 16; kk++) {
+        const unsigned off = (unsigned)(kk >> 2) * 8192u + (unsigned)(kk & 3) * 32u;
         wg_mma_n64(s, wg_desc(Qs + off), wg_desc(Kst + off), kk > 0);
     }
 }
@@ -136,7 +133,6 @@ static __device__ __forceinline__ void fw_qk(float (&s)[32], unsigned Qs, unsign
  * wait), and the softmax of chunk c + 1 follows */
 template <int ST>
 __global__ void __launch_bounds__(128, 1) k_flash_wg(FwParams p) {
-    constexpr int NT = 128, NO = 128, NB = 4;
     extern __shared__ unsigned char fw_raw[];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int bh = blockIdx.y, b = bh / p.nh, h = bh - b * p.nh, r0 = blockIdx.x * FW_ROWS;
@@ -149,19 +145,19 @@ __global__ void __launch_bounds__(128, 1) k_flash_wg(FwParams p) {
     const int S = p.S, nch = (S + FW_KC - 1) / FW_KC;
     /* chunk c's K and V as two cp.async groups (empty past the last chunk: the group count stays uniform) */
     auto load_kv = [&](int c) {
-        if (c < nch) fw_load<NT>(Ks(c), k + (long long)c * FW_KC * p.ldk, p.ldk, S - c * FW_KC, tid);
+        if (c < nch) fw_load(Ks(c), k + (long long)c * FW_KC * p.ldk, p.ldk, S - c * FW_KC, tid);
         cp_async_commit();
-        if (c < nch) fw_load<NT>(Vs(c), v + (long long)c * FW_KC * p.ldv, p.ldv, S - c * FW_KC, tid);
+        if (c < nch) fw_load(Vs(c), v + (long long)c * FW_KC * p.ldv, p.ldv, S - c * FW_KC, tid);
         cp_async_commit();
     };
 
-    fw_load<NT>(Qs, q + (long long)r0 * p.ldq, p.ldq, p.R - r0, tid);
+    fw_load(Qs, q + (long long)r0 * p.ldq, p.ldq, p.R - r0, tid);
     cp_async_commit();
 #pragma unroll
     for (int c = 0; c < ST; c++) load_kv(c);
-    float acc[NO];
+    float acc[128];
 #pragma unroll
-    for (int i = 0; i < NO; i++) acc[i] = 0.f;
+    for (int i = 0; i < 128; i++) acc[i] = 0.f;
     float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
     const float sl2 = p.sl2;
     float s[32];
@@ -170,10 +166,10 @@ __global__ void __launch_bounds__(128, 1) k_flash_wg(FwParams p) {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncthreads();
     wg_fence();
-    fw_qk<NB>(s, Qs, Ks(0), 0);
+    fw_qk(s, Qs, Ks(0));
     wg_commit();
     wg_wait0();
-    fw_softmax<NO>(s, pa, acc, S, lane, sl2, m_a, m_b, l_a, l_b);
+    fw_softmax(s, pa, acc, S, lane, sl2, m_a, m_b, l_a, l_b);
     for (int c = 0; c < nch; c++) {
         cp_async_wait<2 * ST - 3>(); /* V_c and K_c+1 (pending: V_c+1 and the chunks after) */
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -183,13 +179,13 @@ __global__ void __launch_bounds__(128, 1) k_flash_wg(FwParams p) {
         for (int kk = 0; kk < 4; kk++) {
             wg_mma_rs_n256_tb(acc, pa[kk], wg_desc_mn(Vs(c) + (unsigned)kk * 2048u, 8192u), 1);
         }
-        if (c + 1 < nch) fw_qk<NB>(s, Qs, Ks(c + 1), 0);
+        if (c + 1 < nch) fw_qk(s, Qs, Ks(c + 1));
         wg_commit();
         wg_wait0();
         __syncthreads(); /* K_c and V_c are read: refill their stage */
         load_kv(c + ST);
         if (c + 1 < nch) {
-                    fw_softmax<NO>(s, pa, acc, S - (c + 1) * FW_KC, lane, sl2, m_a, m_b, l_a, l_b);
+                    fw_softmax(s, pa, acc, S - (c + 1) * FW_KC, lane, sl2, m_a, m_b, l_a, l_b);
         }
     }
     l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
@@ -199,7 +195,7 @@ __global__ void __launch_bounds__(128, 1) k_flash_wg(FwParams p) {
     const float ia = 1.f / l_a, ib = 1.f / l_b;
     const int ra = r0 + warp * 16 + (lane >> 2), rb = ra + 8, cb = 2 * (lane & 3);
 #pragma unroll
-    for (int j = 0; j < NO / 4; j++) {
+    for (int j = 0; j < 32; j++) {
         if (ra < p.R)
             *reinterpret_cast<uint32_t *>(o + (long long)ra * p.ldo + 8 * j + cb) = fw_pack(acc[4 * j] * ia, acc[4 * j + 1] * ia);
         if (rb < p.R)
