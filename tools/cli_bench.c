@@ -48,9 +48,8 @@ static double pct(const double *sorted, int n, double p) {
 
 /* Opt-in CUDA variants for measurement runs (tools/gpu-check.sh): PI0_CUDA_TUNE=1,
  * PI0_CUDA_FUSED_ATTN=1, PI0_CUDA_SKINNY=1, PI0_CUDA_OPTIME=1, PI0_CUDA_EXPERT_GEMM_ATTN=1,
- * PI0_CUDA_MQA_MERGE_ROW=1, PI0_CUDA_MQA_ROWS64=1, PI0_CUDA_MQA_V13=1, PI0_CUDA_NO_FLASH_ATTN=1, PI0_CUDA_PDL=1, PI0_CUDA_NO_TUNE=1,
- * PI0_CUDA_FLASH_MMA=1. Read here, not in
- * the library. */
+ * PI0_CUDA_MQA_MERGE_ROW=1, PI0_CUDA_MQA_ROWS64=1, PI0_CUDA_MQA_V13=1, PI0_CUDA_NO_FLASH_ATTN=1,
+ * PI0_CUDA_PDL=1, PI0_CUDA_NO_TUNE=1, PI0_CUDA_FLASH_MMA=1. Read here, not in the library. */
 static unsigned experimental_from_env(void) {
     static const struct {
         const char *var;

@@ -641,7 +641,7 @@ static pi0_status cu_session_init(pi0_session *ss) {
      * (dev/cuda/attention_flash.cu, bench/results/2026-11-24-h100-flash-attn-playground.txt);
      * shapes it does not take fall back to cuBLASLt QK^T + softmax + PV */
     s->flash_attn = !(ss->experimental & PI0_EXP_NO_FLASH_ATTN);
-    /* prefill (hd 256): the wgmma kernel, E2E 17.43 vs 17.61 ms with the mma.sync one (bench/NOTES.md item 23) */
+    /* prefill (hd 256): the wgmma kernel, E2E 17.36 vs 17.52 ms with the mma.sync one (bench/NOTES.md item 23) */
     s->flash_variant = (ss->experimental & PI0_EXP_FLASH_MMA) ? 0 : CUK_FLASH_WG;
     /* programmatic dependent launch along the expert's kernel chain (RMSNorm, streaming GEMM, MQA attention):
      * each kernel starts streaming its weights while its predecessor still runs */
