@@ -265,7 +265,7 @@ static void vit_case(int ncam, int np, int nh, int hd, const int *variants, int 
     for (int i = 0; i < nvar; i++) check_variant(&P, variants[i]);
     /* the launcher the backend calls */
     CK(cudaMemset(o_d, 0xff, no * 2));
-    CK(cuk_flash_attn_vit(0, qkv_d, ncam, np, nh, hd, a.scale, o_d));
+    CK(cuk_flash_attn_vit(0, qkv_d, ncam, np, nh, hd, a.scale, o_d, 0));
     CK(cudaMemcpy(P.got, o_d, no * 2, cudaMemcpyDeviceToHost));
     int bad;
     double r = rel_out(&P.ha, P.got, P.ref, no, &bad);
@@ -364,7 +364,7 @@ int main(int argc, char **argv) {
     CK(cudaStreamCreateWithFlags(&g_st, cudaStreamNonBlocking));
     printf("device: %s, %d SMs; %d timed iterations per case (after 10 warm-up)\n", prop.name,
            prop.multiProcessorCount, g_iters);
-    const int vit_var[] = {0, 242, 642, 742, 3742, 741, 722, 842};
+    const int vit_var[] = {0, 242, 642, 742, 3742, 741, 722, 842, 9000};
     const int mqa_var[] = {0, 3234, 3634, 3734, 3834, 734, 3732, 742, 732, 741, 9000};
     const int nvit = sizeof vit_var / sizeof vit_var[0], nmqa = sizeof mqa_var / sizeof mqa_var[0];
     const int one[] = {0};

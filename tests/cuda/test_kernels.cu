@@ -353,12 +353,12 @@ static void test_flash(int vit, int nb, int nh, int R, int S, int hd, int varian
         if (memcmp(og, og2, no * 2)) { printf("  flash attention not deterministic: FAIL\n"); g_fail = 1; }
         /* the backend's launchers on the same data */
         CK(cudaMemset(o_d, 0xff, no * 2));
-        if (vit) CK(cuk_flash_attn_vit(0, in_d, nb, R, nh, hd, a.scale, o_d));
+        const int lv = variant == CUK_FLASH_WG ? variant : 0; /* the launchers' variants */
+        if (vit) CK(cuk_flash_attn_vit(0, in_d, nb, R, nh, hd, a.scale, o_d, lv));
         else
-            CK(cuk_flash_attn_mqa(0, in_d, R, in_d + ko, in_d + vo, S, hd, a.scale, o_d,
-                                  variant == CUK_FLASH_WG ? variant : 0));
+            CK(cuk_flash_attn_mqa(0, in_d, R, in_d + ko, in_d + vo, S, hd, a.scale, o_d, lv));
         down(og2, o_d, no);
-        if ((variant == 0 || (variant == CUK_FLASH_WG && !vit)) && memcmp(og, og2, no * 2)) {
+        if ((variant == 0 || variant == CUK_FLASH_WG) && memcmp(og, og2, no * 2)) {
             printf("  flash launcher != cuk_flash_attn: FAIL\n");
             g_fail = 1;
         }
@@ -686,6 +686,9 @@ int main(void) {
     test_flash(0, 1, 1, 8 * 77, 77, 256, CUK_FLASH_WG);
     test_flash(0, 1, 1, 8, 1, 256, CUK_FLASH_WG);
     test_flash(1, 2, 3, 100, 100, 256, CUK_FLASH_WG);
+    test_flash(1, 3, 16, 256, 256, 72, CUK_FLASH_WG); /* SigLIP hd 72 (10 chunks per row, the 10th zero) */
+    test_flash(1, 1, 16, 100, 100, 72, CUK_FLASH_WG); /* partial row tile and key chunk */
+    test_flash(0, 1, 1, 8 * 77, 77, 72, CUK_FLASH_WG);
     test_flash(0, 1, 1, 2 * 530, 530, 16);   /* tiny config prefill (2 heads, hd 16) */
     test_flash(0, 1, 1, 2 * 67, 67, 16);
     test_flash(1, 1, 2, 100, 100, 128);      /* the other padded head dims (128, 64, 32) */

@@ -533,8 +533,19 @@ extern "C" cudaError_t cuk_flash_attn(cudaStream_t st, const cuk_flash_args *a) 
     return fa_launch<16, 4, 2>(st, p, nbh);
 }
 
+/* the launchers' variant: CUK_FLASH_WG falls back to the mma.sync default for shapes it does not take */
+static cudaError_t fa_run(cudaStream_t st, cuk_flash_args *a, int variant) {
+    a->variant = variant;
+    cudaError_t e = cuk_flash_attn(st, a);
+    if (e == cudaErrorInvalidValue && variant == CUK_FLASH_WG) {
+        a->variant = 0;
+        e = cuk_flash_attn(st, a);
+    }
+    return e;
+}
+
 extern "C" cudaError_t cuk_flash_attn_vit(cudaStream_t st, const uint16_t *qkv, int ncam, int np, int nh, int hd,
-                                          float scale, uint16_t *out) {
+                                          float scale, uint16_t *out, int variant) {
     const long long W = (long long)nh * hd;
     cuk_flash_args a;
     memset(&a, 0, sizeof a);
@@ -543,7 +554,7 @@ extern "C" cudaError_t cuk_flash_attn_vit(cudaStream_t st, const uint16_t *qkv, 
     a.q_bs = a.k_bs = a.v_bs = (long long)np * 3 * W; a.o_bs = (long long)np * W;
     a.q_hs = a.k_hs = a.v_hs = a.o_hs = hd;
     a.nb = ncam; a.nh = nh; a.R = np; a.S = np; a.hd = hd; a.scale = scale;
-    return cuk_flash_attn(st, &a);
+    return fa_run(st, &a, variant);
 }
 
 extern "C" cudaError_t cuk_flash_attn_mqa(cudaStream_t st, const uint16_t *q, int R, const uint16_t *k,
@@ -552,13 +563,8 @@ extern "C" cudaError_t cuk_flash_attn_mqa(cudaStream_t st, const uint16_t *q, in
     memset(&a, 0, sizeof a);
     a.q = q; a.k = k; a.v = v; a.o = out;
     a.ldq = a.ldk = a.ldv = a.ldo = hd;
-    a.nb = 1; a.nh = 1; a.R = R; a.S = S; a.hd = hd; a.scale = scale; a.variant = variant;
-    cudaError_t e = cuk_flash_attn(st, &a);
-    if (e == cudaErrorInvalidValue && variant == CUK_FLASH_WG) { /* a shape the wgmma kernel does not take */
-        a.variant = 0;
-        e = cuk_flash_attn(st, &a);
-    }
-    return e;
+    a.nb = 1; a.nh = 1; a.R = R; a.S = S; a.hd = hd; a.scale = scale;
+    return fa_run(st, &a, variant);
 }
 
 /* CPU twin: gather each (batch, head) into contiguous rows, double-precision cuk_attention_ref, scatter */

@@ -405,7 +405,7 @@ typedef struct {
     int mqa_merge;   /* CUK_MQA_MERGE_COL4 (default) or CUK_MQA_MERGE_ROW (PI0_EXP_MQA_MERGE_ROW) */
     int mqa_rows;    /* cuk_attention_mqa tile_rows: CUK_MQA_FLASH (default), 32 (PI0_EXP_MQA_V13) or 64 (PI0_EXP_MQA_ROWS64) */
     int flash_attn;  /* ViT and prefill (T > 64) attention through cuk_flash_attn (default; off: PI0_EXP_NO_FLASH_ATTN) */
-    int flash_variant; /* prefill: CUK_FLASH_WG (default) or 0 (the mma.sync kernel, PI0_EXP_FLASH_MMA) */
+    int flash_variant; /* ViT, prefill: CUK_FLASH_WG (default) or 0 (the mma.sync kernel, PI0_EXP_FLASH_MMA) */
     float *rope_c, *rope_s; /* (Smax, hd/2) */
     /* suffix / flow */
     float *xa, *vel, *hs, *yf, *state;
@@ -641,7 +641,8 @@ static pi0_status cu_session_init(pi0_session *ss) {
      * (dev/cuda/attention_flash.cu, bench/results/2026-11-24-h100-flash-attn-playground.txt);
      * shapes it does not take fall back to cuBLASLt QK^T + softmax + PV */
     s->flash_attn = !(ss->experimental & PI0_EXP_NO_FLASH_ATTN);
-    /* prefill (hd 256): the wgmma kernel, E2E 17.36 vs 17.52 ms with the mma.sync one (bench/NOTES.md item 23) */
+    /* ViT (hd 72) and prefill (hd 256): the wgmma kernel; prefill alone: E2E 17.36 vs 17.52 ms with the mma.sync
+     * one (bench/NOTES.md item 23) */
     s->flash_variant = (ss->experimental & PI0_EXP_FLASH_MMA) ? 0 : CUK_FLASH_WG;
     /* programmatic dependent launch along the expert's kernel chain (RMSNorm, streaming GEMM, MQA attention):
      * each kernel starts streaming its weights while its predecessor still runs */
@@ -773,7 +774,7 @@ static pi0_status vit_forward(fctx *f, int ncam, float *xout) {
          * PI0_EXP_NO_FLASH_ATTN): each camera's cuBLASLt QK^T + softmax + PV on its own forked stream */
         cudaError_t fe = cudaErrorInvalidValue;
         if (s->flash_attn) {
-            fe = cuk_flash_attn_vit(st, s->vqkv, ncam, np, nhv, vhd, scale, s->vo);
+            fe = cuk_flash_attn_vit(st, s->vqkv, ncam, np, nhv, vhd, scale, s->vo, s->flash_variant);
             if (fe != cudaSuccess && fe != cudaErrorInvalidValue)
                 return pi0_fail(PI0_ERR_BACKEND, "cuk_flash_attn_vit(ncam=%d hd=%d) failed: %s", ncam, vhd,
                                 cudaGetErrorString(fe));

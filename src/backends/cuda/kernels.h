@@ -223,8 +223,8 @@ void cuk_flash_attn_ref(const cuk_flash_args *a); /* CPU twin (double precision,
 /* SigLIP ViT: qkv (ncam*np, 3W) = [q | k | v] rows of the fused QKV GEMM, W = nh*hd, head h at columns
  * h*hd of each third; out (ncam*np, W). All cameras x heads in one launch. */
 cudaError_t cuk_flash_attn_vit(cudaStream_t st, const uint16_t *qkv, int ncam, int np, int nh, int hd, float scale,
-                               uint16_t *out);
-/* variant CUK_FLASH_WG: the wgmma kernel (attention_flash_wg.cu; hd = 256, 16-byte aligned rows), also
+                               uint16_t *out, int variant /* as cuk_flash_attn_mqa's */);
+/* variant CUK_FLASH_WG: the wgmma kernel (attention_flash_wg.cu; hd = 256 or 72, 16-byte aligned rows), also
  * callable directly */
 #define CUK_FLASH_WG 9000
 cudaError_t cuk_flash_attn_wg(cudaStream_t st, const cuk_flash_args *a);
