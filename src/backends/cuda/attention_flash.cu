@@ -40,10 +40,6 @@ static __device__ __forceinline__ void fa_ldsm_x4_t(uint32_t &r0, uint32_t &r1, 
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                  : "r"(sa));
 }
-static __device__ __forceinline__ uint32_t fa_pack(float a, float b) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(a, b); /* .x = a: low half = lower column */
-    return *reinterpret_cast<uint32_t *>(&h);
-}
 static __device__ __forceinline__ void fa_mma(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
     mma_bf16_16816(c, a[0], a[1], a[2], a[3], b0, b1);
 }
@@ -326,10 +322,10 @@ __global__ void __launch_bounds__(FaCfg<HDP, RW, NG, ST>::NT, FaCfg<HDP, RW, NG,
         uint32_t pa[KG / 16][4];
 #pragma unroll
         for (int j = 0; j < KG / 16; j++) {
-            pa[j][0] = fa_pack(s[2 * j][0], s[2 * j][1]);
-            pa[j][1] = fa_pack(s[2 * j][2], s[2 * j][3]);
-            pa[j][2] = fa_pack(s[2 * j + 1][0], s[2 * j + 1][1]);
-            pa[j][3] = fa_pack(s[2 * j + 1][2], s[2 * j + 1][3]);
+            pa[j][0] = pack_bf16x2(s[2 * j][0], s[2 * j][1]);
+            pa[j][1] = pack_bf16x2(s[2 * j][2], s[2 * j][3]);
+            pa[j][2] = pack_bf16x2(s[2 * j + 1][0], s[2 * j + 1][1]);
+            pa[j][3] = pack_bf16x2(s[2 * j + 1][2], s[2 * j + 1][3]);
         }
         if (OPT & FA_PF) {
             constexpr int ND = NO / 2, NV = (KG / 16) * ND; /* (key step, 16-column V tile) pairs */
@@ -413,8 +409,8 @@ __global__ void __launch_bounds__(FaCfg<HDP, RW, NG, ST>::NT, FaCfg<HDP, RW, NG,
 #pragma unroll
         for (int i = 0; i < NO; i++) {
             const int col = i * 8 + tq * 2;
-            *(uint32_t *)(Ow + gid * LD + col) = fa_pack(o[i][0] * i0, o[i][1] * i0);
-            *(uint32_t *)(Ow + (gid + 8) * LD + col) = fa_pack(o[i][2] * i1, o[i][3] * i1);
+            *(uint32_t *)(Ow + gid * LD + col) = pack_bf16x2(o[i][0] * i0, o[i][1] * i0);
+            *(uint32_t *)(Ow + (gid + 8) * LD + col) = pack_bf16x2(o[i][2] * i1, o[i][3] * i1);
         }
         __syncwarp();
         const int c8 = hd >> 3;

@@ -45,10 +45,6 @@ struct FwParams {
     float sl2; /* scale * log2(e) */
 };
 
-static __device__ __forceinline__ void fw_cp16(unsigned sa, const void *g, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g), "r"(valid ? 16 : 0));
-}
-
 /* rows [0, 64) of a (rows, 256) bf16 matrix (row pitch ld) into the swizzled tile at dst; rows >= nvalid zero.
  * Thread t (of 128) always moves column chunk t % 32 (16 bytes) of rows t / 32 + 4 j, so the shared offsets
  * are compile-time steps and the global address one add per row (the kernel is issue-bound: one warp per
@@ -61,7 +57,7 @@ static __device__ __forceinline__ void fw_load(unsigned dst, const bf16 *src, lo
         for (int i = tid; i < 64 * CPR; i += 128) {
             const int r = i / CPR, c = i - r * CPR;
             const bool v = r < nvalid && c * 8 < HD;
-            fw_cp16(dst + (unsigned)(c >> 3) * 8192u + (unsigned)r * 128u + (unsigned)(((c & 7) ^ (r & 7)) << 4),
+            cp_async16_zfill_s(dst + (unsigned)(c >> 3) * 8192u + (unsigned)r * 128u + (unsigned)(((c & 7) ^ (r & 7)) << 4),
                     v ? (const void *)(src + (long long)r * ld + c * 8) : (const void *)src, v);
         }
         return;
@@ -75,22 +71,17 @@ static __device__ __forceinline__ void fw_load(unsigned dst, const bf16 *src, lo
 #pragma unroll
         for (int j = 0; j < 64 / RS; j++) {
             const int r = rt + RS * j;
-            fw_cp16(d0 + (unsigned)(RS * j * 128) + (unsigned)((cc ^ (r & 7)) << 4), g + j * gstep, true);
+            cp_async16_zfill_s(d0 + (unsigned)(RS * j * 128) + (unsigned)((cc ^ (r & 7)) << 4), g + j * gstep, true);
         }
     } else {
 #pragma unroll
         for (int j = 0; j < 64 / RS; j++) {
             const int r = rt + RS * j;
             const bool v = r < nvalid;
-            fw_cp16(d0 + (unsigned)(RS * j * 128) + (unsigned)((cc ^ (r & 7)) << 4), v ? g + j * gstep : (const char *)src,
+            cp_async16_zfill_s(d0 + (unsigned)(RS * j * 128) + (unsigned)((cc ^ (r & 7)) << 4), v ? g + j * gstep : (const char *)src,
                     v);
         }
     }
-}
-
-static __device__ __forceinline__ uint32_t fw_pack(float lo, float hi) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&h);
 }
 
 /* online softmax of one chunk's S (keys >= kv masked): P into the A fragments pa, running max m (log2
@@ -123,8 +114,8 @@ static __device__ __forceinline__ void fw_softmax(float (&s)[32], uint32_t (&pa)
         sum_a += p0 + p1;
         sum_b += p2 + p3;
         /* key block j = 2 kk + (j & 1): A fragment regs {0, 1} (keys 0-7 of the 16) or {2, 3} (keys 8-15) */
-        pa[j >> 1][(j & 1) * 2] = fw_pack(p0, p1);
-        pa[j >> 1][(j & 1) * 2 + 1] = fw_pack(p2, p3);
+        pa[j >> 1][(j & 1) * 2] = pack_bf16x2(p0, p1);
+        pa[j >> 1][(j & 1) * 2 + 1] = pack_bf16x2(p2, p3);
     }
     l_a = l_a * al_a + sum_a;
     l_b = l_b * al_b + sum_b;
@@ -218,10 +209,10 @@ __global__ void __launch_bounds__(128, HD == 256 ? 1 : 2) k_flash_wg(FwParams p)
 #pragma unroll
     for (int j = 0; j < HD / 8; j++) {
         if (ra < p.R)
-            *reinterpret_cast<uint32_t *>(o + (long long)ra * p.ldo + 8 * j + cb) = fw_pack(acc[4 * j] * ia, acc[4 * j + 1] * ia);
+            *reinterpret_cast<uint32_t *>(o + (long long)ra * p.ldo + 8 * j + cb) = pack_bf16x2(acc[4 * j] * ia, acc[4 * j + 1] * ia);
         if (rb < p.R)
             *reinterpret_cast<uint32_t *>(o + (long long)rb * p.ldo + 8 * j + cb) =
-                fw_pack(acc[4 * j + 2] * ib, acc[4 * j + 3] * ib);
+                pack_bf16x2(acc[4 * j + 2] * ib, acc[4 * j + 3] * ib);
     }
 }
 

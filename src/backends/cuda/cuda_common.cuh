@@ -97,6 +97,17 @@ static __device__ __forceinline__ void ldmatrix_x4(uint32_t &r0, uint32_t &r1, u
                  : "r"(sa));
 }
 
+/* 16 bytes to the shared address sa (zero-filled when !valid; gmem must still be a valid address) */
+static __device__ __forceinline__ void cp_async16_zfill_s(unsigned sa, const void *gmem, bool valid) {
+    int n = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gmem), "r"(n));
+}
+/* two floats as a bf16 pair (lo in the low half: the lower column of an mma fragment) */
+static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
 static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 static __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }

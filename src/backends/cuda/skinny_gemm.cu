@@ -58,10 +58,6 @@ static __device__ __forceinline__ int sk_row(const sk_epi &e, int bx, int BN, in
     return head * e.hd + d0 + j + off;
 }
 
-static __device__ __forceinline__ void cp_async16_zfill_s(unsigned sa, const void *gmem, bool valid) {
-    int n = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gmem), "r"(n));
-}
 static __device__ __forceinline__ void ldsm_x4(uint32_t *r, unsigned sa) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
