@@ -4,8 +4,9 @@
 # (1 camera, horizon 10: GPU vs the CPU backend), then `pi0 bench`. Logs go to $OUT; a
 # short table is printed last.
 #
-#   tools/gpu-check.sh [all|tests|bench|quick]   (default all; quick: build pi0 only, bench_main and
-#        one bench per entry of BENCH_VARIANTS="VAR=1;VAR2=1 VAR3=1", no tests)
+#   tools/gpu-check.sh [all|tests|bench|quick|kernels]   (default all; quick: build pi0 only, bench_main and
+#        one bench per entry of BENCH_VARIANTS="VAR=1;VAR2=1 VAR3=1", no tests; kernels: build and run
+#        test_kernels only)
 #   tools/gpu-check.sh make-deps           (here, before the first run: fill .deps/, see below)
 #   device call: run(command="tools/gpu-check.sh all", carry=[".deps"])
 #   env: BENCH_RUNS (200), SKIP_FULL=1 (no full-config parity), BUDGET_S (570: the full-config
@@ -90,6 +91,7 @@ fi
 runlog configure 300 cmake -B build-gpu "${ARGS[@]}" . || { printf '%s\n' "${STATUS[@]}"; exit 1; }
 TARGET=()
 [ "$MODE" = quick ] && TARGET=(--target pi0_cli)
+[ "$MODE" = kernels ] && TARGET=(--target test_kernels)
 runlog build 600 cmake --build build-gpu -j "$(nproc)" "${TARGET[@]}" || { printf '%s\n' "${STATUS[@]}"; exit 1; }
 if [ "$MODE" = quick ]; then
     R=${BENCH_RUNS:-100}
@@ -114,6 +116,11 @@ if [ "$MODE" = quick ]; then
     exit 0
 fi
 
+if [ "$MODE" = kernels ]; then
+    runlog test_kernels 300 ./build-gpu/tests/test_kernels
+    grep -E "FAIL|passed|failed" "$OUT/test_kernels.log" | tail -20
+    exit 0
+fi
 if [ "$MODE" != bench ]; then
     runlog test_kernels 300 ./build-gpu/tests/test_kernels
     runlog parity_tiny 300 ./build-gpu/tests/test_backend_parity

@@ -1,6 +1,7 @@
 /*
  * Playground: the action expert's few-token linears (T = 51) — cuBLASLt (pi0_linear, what the
- * backend used before) against cuk_skinny_linear for every (warps, cluster split) pair, on the
+ * backend uses) against cuk_skinny_linear (the packed-weight wgmma kernel for every (BN, cluster split) pair;
+ * k_skinny2 too with SKINNY_ALL=1) on the
  * exact shapes, with a cold L2 (the weights rotate through > 200 MB of copies, as in the real
  * 18-layer sweep) and launches captured in a CUDA graph (as in the real run). Each variant is
  * checked against the cuBLASLt result first (rel L2).
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <algorithm>
 #include <vector>
 
 #include "backends/cuda/gemm.h"
@@ -87,6 +89,43 @@ static double time_graph(cudaStream_t st, cudaEvent_t e0, cudaEvent_t e1, int IT
     return 1e3 * ms / (3 * ITER);
 }
 
+/* one row of X per CTA (the "previous kernel" that leaves X in L2) */
+__global__ void copy_bf(const uint16_t *src, uint16_t *dst, int K) {
+    for (int k = threadIdx.x; k < K; k += blockDim.x) dst[(size_t)blockIdx.x * K + k] = src[(size_t)blockIdx.x * K + k];
+}
+
+/* one cold launch of fn with the kernel's per-CTA %globaltimer stamps: each stamp's min / median / max over the
+ * CTAs, in us after the first CTA's entry (0 entry, 1 X staged, 2 last weight block landed + issued, 3 MMAs
+ * done, 4 cluster barrier passed, 5 reduce + epilogue done) */
+template <class F>
+static void timeline(cudaStream_t st, F fn, const uint16_t *Wc, int NC, size_t stride) {
+    const int MAXC = 1024;
+    unsigned long long *tl;
+    CK(cudaMalloc(&tl, MAXC * 8 * 8));
+    std::vector<unsigned long long> h(MAXC * 8);
+    for (int rep = 0; rep < 3; rep++) {
+        CK(cudaMemsetAsync(tl, 0, MAXC * 8 * 8, st));
+        cuk_skinny_set_timeline(tl);
+        CK(fn((const uint16_t *)((const char *)Wc + (size_t)((rep + 1) % NC) * stride)));
+        cuk_skinny_set_timeline(NULL);
+        CK(cudaStreamSynchronize(st));
+        CK(cudaMemcpy(h.data(), tl, h.size() * 8, cudaMemcpyDeviceToHost));
+        int n = 0;
+        while (n < MAXC && h[(size_t)n * 8]) n++;
+        unsigned long long t0 = ~0ull;
+        for (int c = 0; c < n; c++) t0 = std::min(t0, h[(size_t)c * 8]);
+        printf("    timeline rep %d (%d CTAs):", rep, n);
+        for (int i = 0; i < 6; i++) {
+            std::vector<double> v;
+            for (int c = 0; c < n; c++) v.push_back((h[(size_t)c * 8 + i] - t0) / 1e3);
+            std::sort(v.begin(), v.end());
+            printf("  [%d] %.2f/%.2f/%.2f", i, v[0], v[v.size() / 2], v.back());
+        }
+        printf("\n");
+    }
+    CK(cudaFree(tl));
+}
+
 int main() {
     const shape shapes[] = {{"qkv", 51, 2560, 1024, CUK_SK_BF16},
                             {"o_proj", 51, 1024, 2048, CUK_SK_RESID},
@@ -107,7 +146,8 @@ int main() {
     char pshape[32] = "";
     int pnw0 = 0, pcs0 = 0, pst0 = 0;
     if (prof) sscanf(prof, "%31s %d %d %d", pshape, &pnw0, &pcs0, &pst0);
-    printf("%-14s %-12s %9s %9s %8s\n", "shape", "variant", "us/call", "GB/s", "relL2");
+    printf("X %s; each call = X copy kernel + GEMM\n", getenv("SKINNY_COLDX") ? "cold (SKINNY_COLDX)" : "rewritten before each GEMM");
+    printf("%-14s %-14s %9s %9s %8s\n", "shape", "variant", "us/call", "GB/s", "relL2");
     double tot_base = 0, tot_best = 0;
     for (const shape &sh : shapes) {
         const int T = sh.T, N = sh.N, K = sh.K, No = sh.mode == CUK_SK_GEGLU ? N / 2 : N;
@@ -129,12 +169,25 @@ int main() {
         for (auto &v : hr) v = nr();
         CK(cudaMemcpy(res0, hr.data(), hr.size() * 4, cudaMemcpyHostToDevice));
         const int f32 = sh.mode == CUK_SK_RESID;
+        /* X rewritten right before every GEMM (as the norm / attention / GeGLU kernel before it does in the real
+         * chain, so it is L2-resident), for every variant alike; SKINNY_COLDX=1: X left to be evicted */
+        uint16_t *Xsrc;
+        CK(cudaMalloc(&Xsrc, hx.size() * 2));
+        CK(cudaMemcpy(Xsrc, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
+        const bool coldx = getenv("SKINNY_COLDX") != NULL;
+        auto hot = [&]() -> cudaError_t {
+            if (coldx) return cudaSuccess;
+            copy_bf<<<T, 128, 0, st>>>(Xsrc, X, K);
+            return cudaGetLastError();
+        };
         auto reset = [&]() {
             if (f32) CK(cudaMemcpyAsync(out, res0, (size_t)T * No * 4, cudaMemcpyDeviceToDevice, st));
             else CK(cudaMemsetAsync(out, 0xff, (size_t)T * No * 4, st));
         };
         /* baseline: cuBLASLt (+ GeGLU kernel) */
         auto base = [&](const uint16_t *W) -> cudaError_t {
+            cudaError_t he = hot();
+            if (he != cudaSuccess) return he;
             if (sh.mode == CUK_SK_RESID) {
                 if (pi0_linear(g, st, T, N, K, X, K, GEMM_BF16, W, K, GEMM_BF16, out, N, GEMM_F32, 1.f, GEMM_EPI_NONE, NULL))
                     return cudaErrorUnknown;
@@ -162,7 +215,11 @@ int main() {
         CK(cudaStreamSynchronize(st));
         std::vector<double> ref = fetch(out, (size_t)T * No, f32);
         double tb = timeit(base);
-        printf("%-14s %-12s %9.2f %9.0f %8s\n", sh.name, "cublasLt", tb, wbytes / tb / 1e3, "-");
+        printf("%-14s %-14s %9.2f %9.0f %8s\n", sh.name, "cublasLt", tb, wbytes / tb / 1e3, "-");
+        if (!coldx) {
+            auto xonly = [&](const uint16_t *) { return hot(); };
+            printf("%-14s %-14s %9.2f\n", sh.name, "X copy alone", timeit(xonly));
+        }
         /* every cuBLASLt candidate (heuristic answers + split-K variants), cold, in a graph */
         for (int ci = 0; ci < (getenv("SKINNY_NO_LT") ? 0 : 64); ci++) {
             pi0_gemm_ctx *gf;
@@ -184,39 +241,140 @@ int main() {
             printf("%-14s %-12s %9.2f %9.0f %8.1e\n", sh.name, nm, t, wbytes / t / 1e3, r);
         }
         double best = 1e30;
-        /* k_skinny2 (nw 4 / 8 warps, mt 1 / 2), the wgmma kernel (nw = BN 64 / 128; mt unused), the auto pick */
-        const int nws[5] = {4, 8, 64, 128, 0};
-        for (int wi = 0; wi < 5; wi++)
+        /* k_skinny2 (nw 4 / 8 warps, mt 1 / 2; only with SKINNY_ALL), the packed-weight wgmma kernel (nw = BN 64 /
+         * 128, every split; its weights repacked for each tile choice), the packed kernel's auto pick (nw = 0) */
+        const int nws[6] = {4, 8, 32, 64, 128, 0};
+        uint16_t *Wpc = NULL;
+        size_t pcap = 0;
+        for (int wi = 0; wi < 6; wi++)
             for (int cs = nws[wi] ? 1 : 0; cs <= (nws[wi] ? 8 : 0); cs = cs ? cs * 2 : 1)
-            for (int sg = 1; sg <= (nws[wi] == 4 || nws[wi] == 8 ? 2 : 1); sg++) {
-                const int nw = nws[wi];
-                if (nw == 4 || nw == 8) {
-                    if (getenv("SKINNY_ONLY_WG")) continue;
+            for (int sg = 1; sg <= (nws[wi] == 4 || nws[wi] == 8 || nws[wi] == 64 ? 2 : 1); sg++) {
+                const int nw = nws[wi], packed = nw != 4 && nw != 8;
+                if (!packed && !getenv("SKINNY_ALL")) continue;
+                const uint16_t *Wsrc = Wc;
+                size_t stride = wbytes;
+                if (packed) {
+                    size_t pe = cuk_skinny_packed_elems(N, K, sh.mode, 0, 0, nw, cs);
+                    if (!pe) continue;
+                    if (pe * 2 * NC > pcap) {
+                        /* split-K partials left unreduced (CUK_SK_PARTIAL: no cluster barrier, no reduction; a consumer would sum
+         * them): what the GEMM itself costs without the reduction. Checked where the epilogue is the plain Y. */
+        for (int bn = 64; bn <= 128; bn *= 2)
+            for (int cs = 2; cs <= 8; cs *= 2) {
+                size_t pe = cuk_skinny_packed_elems(N, K, CUK_SK_PARTIAL, 0, 0, bn, cs);
+                if (!pe) continue;
+                if (pe * 2 * NC > pcap) {
+                    if (Wpc) CK(cudaFree(Wpc));
+                    pcap = pe * 2 * NC;
+                    CK(cudaMalloc(&Wpc, pcap));
                 }
+                for (int c = 0; c < NC; c++)
+                    CK(cuk_skinny_pack(st, (const uint16_t *)((char *)Wc + c * wbytes), N, K, CUK_SK_PARTIAL, 0, 0, bn, cs,
+                                       Wpc + (size_t)c * pe));
+                float *part;
+                CK(cudaMalloc(&part, (size_t)cs * T * N * 4));
                 auto fn = [&](const uint16_t *W) {
-                    return cuk_skinny_linear_cfg(st, X, K, T, W, N, K, sh.mode, out, No, nw, cs, sg);
+                    cudaError_t he = hot();
+                    if (he != cudaSuccess) return he;
+                    return cuk_skinny_linear_cfg(st, X, K, T, W, N, K, CUK_SK_PARTIAL | CUK_SK_PACKED, part, N, bn, cs, 0);
+                };
+                CK(fn(Wpc));
+                CK(cudaStreamSynchronize(st));
+                double r = -1;
+                if (sh.mode == CUK_SK_BF16) {
+                    std::vector<float> hp((size_t)cs * T * N);
+                    CK(cudaMemcpy(hp.data(), part, hp.size() * 4, cudaMemcpyDeviceToHost));
+                    std::vector<double> sum((size_t)T * N, 0.0);
+                    for (int q = 0; q < cs; q++)
+                        for (size_t i = 0; i < sum.size(); i++) sum[i] += hp[(size_t)q * T * N + i];
+                    r = rel(sum, ref);
+                }
+                double t = time_graph(st, e0, e1, ITER, Wpc, NC, pe * 2, fn);
+                if (getenv("SKINNY_TIMELINE")) timeline(st, fn, Wpc, NC, pe * 2);
+                char nm[32];
+                snprintf(nm, sizeof nm, "part%d cs%d", bn, cs);
+                printf("%-14s %-14s %9.2f %9.0f %8.1e\n", sh.name, nm, t, wbytes / t / 1e3, r);
+                CK(cudaFree(part));
+            }
+        if (Wpc) CK(cudaFree(Wpc));
+                        pcap = pe * 2 * NC;
+                        CK(cudaMalloc(&Wpc, pcap));
+                    }
+                    for (int c = 0; c < NC; c++)
+                        CK(cuk_skinny_pack(st, (const uint16_t *)((char *)Wc + c * wbytes), N, K, sh.mode, 0, 0, nw, cs,
+                                           Wpc + (size_t)c * pe));
+                    Wsrc = Wpc;
+                    stride = pe * 2;
+                }
+                const int mode = sh.mode | (packed ? CUK_SK_PACKED : 0);
+                const int mt = !packed ? sg : nw == 64 ? sg : 0; /* packed: warpgroups per CTA (0: auto) */
+                auto fn = [&](const uint16_t *W) {
+                    cudaError_t he = hot();
+                    if (he != cudaSuccess) return he;
+                    return cuk_skinny_linear_cfg(st, X, K, T, W, N, K, mode, out, No, nw, cs, mt);
                 };
                 reset();
-                cudaError_t le = fn(Wc);
+                cudaError_t le = fn(Wsrc);
                 if (le == cudaErrorInvalidValue) { cudaGetLastError(); continue; }
                 CK(le);
                 CK(cudaStreamSynchronize(st));
                 double r = rel(fetch(out, (size_t)T * No, f32), ref);
-                double t = timeit(fn);
+                double t = time_graph(st, e0, e1, ITER, Wsrc, NC, stride, fn);
+                if (packed && getenv("SKINNY_TIMELINE")) timeline(st, fn, Wsrc, NC, stride);
                 char nm[32];
-                if (nw >= 64) snprintf(nm, sizeof nm, "wg%d cs%d", nw, cs);
+                if (nw >= 32) snprintf(nm, sizeof nm, "tma%d cs%d g%d", nw, cs, mt);
                 else if (nw) snprintf(nm, sizeof nm, "nw%d cs%d mt%d", nw, cs, sg);
-                else snprintf(nm, sizeof nm, "auto");
-                printf("%-14s %-12s %9.2f %9.0f %8.1e%s\n", sh.name, nm, t, wbytes / t / 1e3, r, r > 1e-2 ? "  BAD" : "");
+                else snprintf(nm, sizeof nm, "tma auto");
+                printf("%-14s %-14s %9.2f %9.0f %8.1e%s\n", sh.name, nm, t, wbytes / t / 1e3, r, r > 1e-2 ? "  BAD" : "");
                 if (r <= 1e-2 && t < best) best = t;
                 if (!nw) break;
             }
+        /* split-K partials left unreduced (CUK_SK_PARTIAL: no cluster barrier, no reduction; a consumer would sum
+         * them): what the GEMM itself costs without the reduction. Checked where the epilogue is the plain Y. */
+        for (int bn = 64; bn <= 128; bn *= 2)
+            for (int cs = 2; cs <= 8; cs *= 2) {
+                size_t pe = cuk_skinny_packed_elems(N, K, CUK_SK_PARTIAL, 0, 0, bn, cs);
+                if (!pe) continue;
+                if (pe * 2 * NC > pcap) {
+                    if (Wpc) CK(cudaFree(Wpc));
+                    pcap = pe * 2 * NC;
+                    CK(cudaMalloc(&Wpc, pcap));
+                }
+                for (int c = 0; c < NC; c++)
+                    CK(cuk_skinny_pack(st, (const uint16_t *)((char *)Wc + c * wbytes), N, K, CUK_SK_PARTIAL, 0, 0, bn, cs,
+                                       Wpc + (size_t)c * pe));
+                float *part;
+                CK(cudaMalloc(&part, (size_t)cs * T * N * 4));
+                auto fn = [&](const uint16_t *W) {
+                    cudaError_t he = hot();
+                    if (he != cudaSuccess) return he;
+                    return cuk_skinny_linear_cfg(st, X, K, T, W, N, K, CUK_SK_PARTIAL | CUK_SK_PACKED, part, N, bn, cs, 0);
+                };
+                CK(fn(Wpc));
+                CK(cudaStreamSynchronize(st));
+                double r = -1;
+                if (sh.mode == CUK_SK_BF16) {
+                    std::vector<float> hp((size_t)cs * T * N);
+                    CK(cudaMemcpy(hp.data(), part, hp.size() * 4, cudaMemcpyDeviceToHost));
+                    std::vector<double> sum((size_t)T * N, 0.0);
+                    for (int q = 0; q < cs; q++)
+                        for (size_t i = 0; i < sum.size(); i++) sum[i] += hp[(size_t)q * T * N + i];
+                    r = rel(sum, ref);
+                }
+                double t = time_graph(st, e0, e1, ITER, Wpc, NC, pe * 2, fn);
+                if (getenv("SKINNY_TIMELINE")) timeline(st, fn, Wpc, NC, pe * 2);
+                char nm[32];
+                snprintf(nm, sizeof nm, "part%d cs%d", bn, cs);
+                printf("%-14s %-14s %9.2f %9.0f %8.1e\n", sh.name, nm, t, wbytes / t / 1e3, r);
+                CK(cudaFree(part));
+            }
+        if (Wpc) CK(cudaFree(Wpc));
         int pnw, pcs, pst;
         cuk_skinny_pick(T, N, K, sh.mode, 256, &pnw, &pcs, &pst);
         printf("%-14s default pick: nw%d cs%d mt%d\n", sh.name, pnw, pcs, pst);
         tot_base += tb;
         tot_best += best;
-        cudaFree(X); cudaFree(Wc); cudaFree(tmp); cudaFree(out); cudaFree(res0);
+        cudaFree(X); cudaFree(Xsrc); cudaFree(Wc); cudaFree(tmp); cudaFree(out); cudaFree(res0);
     }
     if (prof) return 0;
     printf("per layer (4 linears): cuBLASLt %.1f us, best streaming %.1f us\n", tot_base, tot_best);
@@ -240,11 +398,18 @@ int main() {
                 return cudaErrorUnknown;
             return cuk_rope_qkv(st, qkv, cs, sn, pos0, T, nh, hd, qr, kc, vc);
         };
-        auto fus = [&](const uint16_t *W) { return cuk_skinny_qkv_rope(st, X, K, T, W, K, cs, sn, pos0, nh, hd, qr, kc, vc, 0); };
-        for (int v = 0; v < 2; v++) {
-            double us = v ? time_graph(st, e0, e1, ITER, Wc, NC, wbytes, fus) : time_graph(st, e0, e1, ITER, Wc, NC, wbytes, unf);
-            printf("qkv+rope %-22s %9.2f us\n", v ? "streaming fused" : "cuBLASLt + rope kernel", us);
-        }
+        const size_t pe = cuk_skinny_packed_elems(N, K, CUK_SK_ROPE, nh, hd, 0, 0);
+        uint16_t *Wp;
+        CK(cudaMalloc(&Wp, pe * 2 * NC));
+        for (int c = 0; c < NC; c++)
+            CK(cuk_skinny_pack(st, (const uint16_t *)((char *)Wc + c * wbytes), N, K, CUK_SK_ROPE, nh, hd, 0, 0,
+                               Wp + (size_t)c * pe));
+        auto fus = [&](const uint16_t *W) {
+            return cuk_skinny_qkv_rope(st, X, K, T, W, K, cs, sn, pos0, nh, hd, qr, kc, vc, CUK_SK_PACKED);
+        };
+        printf("qkv+rope %-22s %9.2f us\n", "cuBLASLt + rope kernel", time_graph(st, e0, e1, ITER, Wc, NC, wbytes, unf));
+        printf("qkv+rope %-22s %9.2f us\n", "packed wgmma fused", time_graph(st, e0, e1, ITER, Wp, NC, pe * 2, fus));
+        CK(cudaFree(Wp));
     }
     /* RMSNorm -> QKV GEMM pairs (the expert's layer start), cold weights, in a graph: does programmatic
      * dependent launch let the streaming GEMM's weight loads overlap the norm? */
@@ -255,7 +420,7 @@ int main() {
         uint16_t *X, *Wc, *out;
         float *x, *nw;
         CK(cudaMalloc(&X, (size_t)64 * K * 2)); CK(cudaMemset(X, 0, (size_t)64 * K * 2));
-        CK(cudaMalloc(&Wc, wbytes * NC)); CK(cudaMemset(Wc, 0, wbytes * NC));
+        CK(cudaMalloc(&Wc, wbytes * NC)); CK(cudaMemset(Wc, 0, wbytes * NC)); /* zeros: already the packed layout */
         CK(cudaMalloc(&out, (size_t)T * N * 2));
         CK(cudaMalloc(&x, (size_t)T * K * 4)); CK(cudaMemset(x, 0, (size_t)T * K * 4));
         CK(cudaMalloc(&nw, (size_t)K * 4)); CK(cudaMemset(nw, 0, (size_t)K * 4));
@@ -272,10 +437,10 @@ int main() {
                         return cudaErrorUnknown;
                     return cudaSuccess;
                 }
-                return cuk_skinny_linear(st, X, K, T, W, N, K, CUK_SK_BF16 | pdl, out, N);
+                return cuk_skinny_linear(st, X, K, T, W, N, K, CUK_SK_BF16 | CUK_SK_PACKED | pdl, out, N);
             };
-            static const char *nm[5] = {"norm + cuBLASLt", "norm + wgmma", "wgmma alone", "norm + wgmma, PDL",
-                                        "wgmma alone, PDL"};
+            static const char *nm[5] = {"norm + cuBLASLt", "norm + packed", "packed alone", "norm + packed, PDL",
+                                        "packed alone, PDL"};
             printf("pair %-24s %9.2f us\n", nm[v], time_graph(st, e0, e1, ITER, Wc, NC, wbytes, fn));
         }
         cudaFree(X); cudaFree(Wc); cudaFree(out); cudaFree(x); cudaFree(nw);

@@ -391,7 +391,24 @@ static void test_skinny(int T, int N, int K, int mode, int nw = 0, int cs = 0, i
     uint16_t *X_d = dalloc<uint16_t>((size_t)T * K), *W_d = dalloc<uint16_t>((size_t)N * K);
     float *o_d = dalloc<float>((size_t)T * No);
     up(X_d, X, (size_t)T * K); up(W_d, W, (size_t)N * K);
-    if (mode == CUK_SK_RESID) up(o_d, R0, (size_t)T * No);
+    /* nw = 32 / 64 / 128 (BN; mt: warpgroups) or -1 (automatic tiles): the packed-weight kernel, on weights packed for that choice */
+    const int packed = nw == 32 || nw == 64 || nw == 128 || nw < 0;
+    if (nw < 0) nw = cs = 0;
+    if (packed) {
+        size_t pe = cuk_skinny_packed_elems(N, K, mode, 0, 0, nw, cs);
+        if (!pe) {
+            printf("  skinny T=%d N=%d K=%d mode %d bn %d cs %d: packing unsupported: FAIL\n", T, N, K, mode, nw, cs);
+            g_fail = 1;
+            return;
+        }
+        uint16_t *Wp_d = dalloc<uint16_t>(pe);
+        CK(cudaMemset(Wp_d, 0xff, pe * 2));
+        CK(cuk_skinny_pack(0, W_d, N, K, mode, 0, 0, nw, cs, Wp_d));
+        cudaFree(W_d);
+        W_d = Wp_d;
+        mode |= CUK_SK_PACKED;
+    }
+    if ((mode & ~CUK_SK_PACKED) == CUK_SK_RESID) up(o_d, R0, (size_t)T * No);
     else CK(cudaMemset(o_d, 0xff, (size_t)T * No * 4)); /* NaN poison */
     cudaError_t le = cuk_skinny_linear_cfg(0, X_d, K, T, W_d, N, K, mode, o_d, No, nw, cs, mt);
     if (le == cudaErrorInvalidValue) {
@@ -401,10 +418,10 @@ static void test_skinny(int T, int N, int K, int mode, int nw = 0, int cs = 0, i
     }
     CK(le);
     CK(cudaDeviceSynchronize());
-    size_t ob = (size_t)T * No * (mode == CUK_SK_RESID ? 4 : 2);
+    size_t ob = (size_t)T * No * ((mode & ~CUK_SK_PACKED) == CUK_SK_RESID ? 4 : 2);
     unsigned char *first = (unsigned char *)malloc(ob), *again = (unsigned char *)malloc(ob);
     CK(cudaMemcpy(first, o_d, ob, cudaMemcpyDeviceToHost));
-    if (mode == CUK_SK_RESID) {
+    if ((mode & ~CUK_SK_PACKED) == CUK_SK_RESID) {
         float *o = (float *)first;
         for (size_t i = 0; i < (size_t)T * No; i++) got[i] = o[i];
         up(o_d, R0, (size_t)T * No);
@@ -418,14 +435,44 @@ static void test_skinny(int T, int N, int K, int mode, int nw = 0, int cs = 0, i
     if (memcmp(first, again, ob)) { printf("  skinny not deterministic: FAIL\n"); g_fail = 1; }
     free(first); free(again);
     char nm[80];
-    snprintf(nm, sizeof nm, "skinny T=%d N=%d K=%d mode %d nw %d cs %d mt %d", T, N, K, mode, nw, cs, mt);
-    report(nm, got, ref, (size_t)T * No, mode == CUK_SK_RESID ? 1e-4 : 1e-2);
+    snprintf(nm, sizeof nm, "skinny%s T=%d N=%d K=%d mode %d nw %d cs %d mt %d", packed ? " packed" : "", T, N, K,
+             mode & ~CUK_SK_PACKED, nw, cs, mt);
+    report(nm, got, ref, (size_t)T * No, (mode & ~CUK_SK_PACKED) == CUK_SK_RESID ? 1e-4 : 1e-2);
     cudaFree(X_d); cudaFree(W_d); cudaFree(o_d);
     free(X); free(W); free(R0); free(ref); free(got); free(y);
 }
 
+/* CUK_SK_PARTIAL: the cs unreduced split-K partials, summed here in rank order, vs the double GEMM */
+static void test_skinny_partial(int T, int N, int K, int bn, int cs) {
+    uint16_t *X = rand_bf((size_t)T * K, 1.f), *W = rand_bf((size_t)N * K, 1.f / sqrtf((float)K));
+    double *ref = (double *)malloc((size_t)T * N * 8), *got = (double *)calloc((size_t)T * N, 8);
+    for (int t = 0; t < T; t++)
+        for (int n = 0; n < N; n++) {
+            double a = 0;
+            for (int k = 0; k < K; k++) a += (double)bf16_to_f32(X[(size_t)t * K + k]) * bf16_to_f32(W[(size_t)n * K + k]);
+            ref[(size_t)t * N + n] = a;
+        }
+    const size_t pe = cuk_skinny_packed_elems(N, K, CUK_SK_PARTIAL, 0, 0, bn, cs);
+    if (!pe) { printf("  skinny partial T=%d N=%d K=%d: packing unsupported: FAIL\n", T, N, K); g_fail = 1; return; }
+    uint16_t *X_d = dalloc<uint16_t>((size_t)T * K), *W_d = dalloc<uint16_t>((size_t)N * K), *Wp_d = dalloc<uint16_t>(pe);
+    float *p_d = dalloc<float>((size_t)cs * T * N);
+    up(X_d, X, (size_t)T * K); up(W_d, W, (size_t)N * K);
+    CK(cudaMemset(p_d, 0xff, (size_t)cs * T * N * 4)); /* NaN poison */
+    CK(cuk_skinny_pack(0, W_d, N, K, CUK_SK_PARTIAL, 0, 0, bn, cs, Wp_d));
+    CK(cuk_skinny_linear_cfg(0, X_d, K, T, Wp_d, N, K, CUK_SK_PARTIAL | CUK_SK_PACKED, p_d, N, bn, cs, 0));
+    float *p = (float *)malloc((size_t)cs * T * N * 4);
+    CK(cudaMemcpy(p, p_d, (size_t)cs * T * N * 4, cudaMemcpyDeviceToHost));
+    for (int q = 0; q < cs; q++)
+        for (size_t i = 0; i < (size_t)T * N; i++) got[i] += p[(size_t)q * T * N + i];
+    char nm[80];
+    snprintf(nm, sizeof nm, "skinny partial T=%d N=%d K=%d bn %d cs %d", T, N, K, bn, cs);
+    report(nm, got, ref, (size_t)T * N, 1e-4);
+    cudaFree(X_d); cudaFree(W_d); cudaFree(Wp_d); cudaFree(p_d);
+    free(X); free(W); free(ref); free(got); free(p);
+}
+
 /* fused QKV GEMM + RoPE + K/V scatter vs (double GEMM -> bf16 -> cuk_rope_qkv_ref) */
-static void test_skinny_rope(int T, int nh, int hd, int K, int pos0) {
+static void test_skinny_rope(int T, int nh, int hd, int K, int pos0, int packed = 0) {
     const int N = (nh + 2) * hd, half = hd / 2, S = pos0 + T;
     uint16_t *X = rand_bf((size_t)T * K, 1.f), *W = rand_bf((size_t)N * K, 1.f / sqrtf((float)K));
     float *cs = (float *)malloc((size_t)S * half * 4), *sn = (float *)malloc((size_t)S * half * 4);
@@ -453,11 +500,20 @@ static void test_skinny_rope(int T, int nh, int hd, int K, int pos0) {
     CK(cudaMemset(k_d, 0, nkv * 2)); CK(cudaMemset(v_d, 0, nkv * 2));
     CK(cudaMemset(k_d + (size_t)pos0 * hd, 0xff, (size_t)T * hd * 2));
     CK(cudaMemset(v_d + (size_t)pos0 * hd, 0xff, (size_t)T * hd * 2));
-    CK(cuk_skinny_qkv_rope(0, X_d, K, T, W_d, K, cs_d, sn_d, pos0, nh, hd, q_d, k_d, v_d, 0));
+    if (packed) {
+        size_t pe = cuk_skinny_packed_elems(N, K, CUK_SK_ROPE, nh, hd, 0, 0);
+        if (!pe) { printf("  skinny_qkv_rope packing unsupported: FAIL\n"); g_fail = 1; return; }
+        uint16_t *Wp_d = dalloc<uint16_t>(pe);
+        CK(cuk_skinny_pack(0, W_d, N, K, CUK_SK_ROPE, nh, hd, 0, 0, Wp_d));
+        cudaFree(W_d);
+        W_d = Wp_d;
+    }
+    CK(cuk_skinny_qkv_rope(0, X_d, K, T, W_d, K, cs_d, sn_d, pos0, nh, hd, q_d, k_d, v_d, packed ? CUK_SK_PACKED : 0));
     uint16_t *qg = (uint16_t *)malloc(nq * 2), *kg = (uint16_t *)malloc(nkv * 2), *vg = (uint16_t *)malloc(nkv * 2);
     down(qg, q_d, nq); down(kg, k_d, nkv); down(vg, v_d, nkv);
     char nm[96];
-    snprintf(nm, sizeof nm, "skinny_qkv_rope T=%d nh=%d hd=%d K=%d pos0=%d: q", T, nh, hd, K, pos0);
+    snprintf(nm, sizeof nm, "skinny_qkv_rope%s T=%d nh=%d hd=%d K=%d pos0=%d: q", packed ? " packed" : "", T, nh, hd, K,
+             pos0);
     cmp_bf(nm, qg, qc, nq, 1e-2);
     snprintf(nm, sizeof nm, "skinny_qkv_rope T=%d: k rows", T);
     cmp_bf(nm, kg + (size_t)pos0 * hd, kcc + (size_t)pos0 * hd, (size_t)T * hd, 1e-2);
@@ -624,15 +680,32 @@ int main(void) {
     test_skinny(64, 128, 48, CUK_SK_GEGLU);
     test_skinny(22, 32, 64, CUK_SK_RESID, 4, 2);
     test_skinny(7, 48, 80, CUK_SK_BF16, 8, 1);
-    test_skinny(51, 2560, 1024, CUK_SK_BF16, 128, 8);  /* wgmma variant (nw = BN) */
+    test_skinny(51, 2560, 1024, CUK_SK_BF16, 128, 8);  /* packed-weight wgmma kernel (nw = BN; -1: auto) */
     test_skinny(51, 1024, 2048, CUK_SK_RESID, 64, 8);
     test_skinny(51, 8192, 1024, CUK_SK_GEGLU, 128, 2);
     test_skinny(50, 1024, 4096, CUK_SK_RESID, 64, 8);
     test_skinny(13, 192, 128, CUK_SK_GEGLU, 64, 1);
     test_skinny(1, 1024, 2048, CUK_SK_RESID, 128, 4);
+    test_skinny(51, 2560, 1024, CUK_SK_BF16, -1);
+    test_skinny(51, 1024, 2048, CUK_SK_RESID, -1);
+    test_skinny(51, 8192, 1024, CUK_SK_GEGLU, -1);
+    test_skinny(51, 1024, 4096, CUK_SK_RESID, -1);
+    test_skinny(50, 64, 32, CUK_SK_BF16, -1); /* tiny config: K padded to 64, partial row tiles */
+    test_skinny(51, 32, 64, CUK_SK_RESID, -1);
+    test_skinny(51, 128, 32, CUK_SK_GEGLU, -1);
+    test_skinny(33, 1008, 200, CUK_SK_RESID, 64, 2);
+    test_skinny(51, 2560, 1024, CUK_SK_BF16, 32, 1);   /* one warpgroup of 32 rows, whole K, weight ring */
+    test_skinny(51, 8192, 1024, CUK_SK_GEGLU, 64, 1, 2);
+    test_skinny(50, 1024, 2048, CUK_SK_RESID, 64, 2, 1);
+    test_skinny(51, 8192, 1024, CUK_SK_GEGLU, 128, 1); /* K slices padded to 64, partial row tile */
+    test_skinny_partial(51, 1024, 4096, 64, 8);
+    test_skinny_partial(50, 2560, 1024, 128, 4);
+    test_skinny_partial(7, 96, 200, 64, 2);
     test_skinny_rope(51, 8, 256, 1024, 788);
     test_skinny_rope(50, 8, 256, 1024, 789);
     test_skinny_rope(3, 2, 64, 128, 5);
+    test_skinny_rope(51, 8, 256, 1024, 788, 1);
+    test_skinny_rope(1, 8, 256, 1024, 840, 1);
     test_pdl_chain(51, 1024, 4096, 8, 256, 789);
     test_pdl_chain(11, 128, 256, 2, 64, 40);
     test_attention(400, 839, 256, 0);

@@ -165,13 +165,27 @@ extern "C" {
  *   CUK_SK_RESID : out f32 (T, ldo) += Y            (residual stream)
  *   CUK_SK_GEGLU : out bf16 (T, ldo) = gelu_tanh(Y[:, :N/2]) * Y[:, N/2:]   (fused [gate; up];
  *                  both halves rounded to bf16 first, as the unfused path)
+ *   CUK_SK_PARTIAL (packed weights only, experimental): out f32 (cs, T, ldo): the cs split-K partials of Y, not
+ *                  reduced (no cluster; a consumer sums them in rank order)
  * K % (16 cs) == 0, N % 16 == 0 (GeGLU: N % 32), ldx % 8 == 0, X and W 16-byte aligned; nw warps of
- * 16 mt features each (nw in {4, 8}, mt in {1, 2}), cs in {1, 2, 4, 8}; nw in {64, 128}: the wgmma kernel
- * with BN = nw weight rows per CTA (K % (64 cs) == 0); nw = cs = 0: the wgmma kernel with its own tile / split
- * choice where the shape fits it, else k_skinny2 with cuk_skinny_pick's.
+ * 16 mt features each (nw in {4, 8}, mt in {1, 2}), cs in {1, 2, 4, 8}; nw = cs = 0: cuk_skinny_pick's shape.
+ * mode | CUK_SK_PACKED: W is in cuk_skinny_pack's layout, packed with the same (bn, cs) = (nw, cs) (0, 0: the
+ * automatic choice both sides make): the wgmma kernel that bulk-copies each CTA's weight tile (K % 8 == 0).
  * Returns cudaErrorInvalidValue when the shape is not supported (caller falls back).
  */
-enum { CUK_SK_BF16 = 0, CUK_SK_RESID = 1, CUK_SK_GEGLU = 2, CUK_SK_ROPE = 3 };
+enum { CUK_SK_BF16 = 0, CUK_SK_RESID = 1, CUK_SK_GEGLU = 2, CUK_SK_ROPE = 3, CUK_SK_PARTIAL = 4 };
+enum { CUK_SK_PACKED = 1 << 17 };
+/*
+ * Packed weights for the CUK_SK_PACKED kernel: every CTA tile's shared-memory image (its weight rows x its K
+ * slice zero-padded to 64s, 128-byte swizzled 64-k blocks) in launch order, for one (N, K, mode) shape
+ * (CUK_SK_ROPE: N = (nh + 2) hd) and tile choice (bn, cs; 0, 0: automatic). Elements of the packed array
+ * (0: the shape does not fit); the packer (one launch on st) writes it from W (N, K).
+ */
+size_t cuk_skinny_packed_elems(int N, int K, int mode, int nh, int hd, int bn, int cs);
+cudaError_t cuk_skinny_pack(cudaStream_t st, const uint16_t *W, int N, int K, int mode, int nh, int hd, int bn, int cs,
+                            uint16_t *Wp);
+/* playground only (dev/cuda/skinny.cu): later packed launches write 8 %globaltimer stamps per CTA to tl (NULL: off) */
+void cuk_skinny_set_timeline(unsigned long long *tl);
 cudaError_t cuk_skinny_linear(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, int N, int K,
                               int mode, void *out, int ldo);
 cudaError_t cuk_skinny_linear_cfg(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, int N, int K,
@@ -185,7 +199,7 @@ void cuk_skinny_pick(int T, int N, int K, int mode, int hd, int *nw, int *cs, in
  */
 cudaError_t cuk_skinny_qkv_rope(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, int K,
                                 const float *cs, const float *sn, int pos0, int nh, int hd, uint16_t *qr,
-                                uint16_t *kc, uint16_t *vc, int flags /* 0 or CUK_PDL */);
+                                uint16_t *kc, uint16_t *vc, int flags /* CUK_PDL, CUK_SK_PACKED */);
 #ifdef __cplusplus
 }
 #endif

@@ -37,11 +37,21 @@ struct sk_epi {
     const float *cs, *sn;
     int pos0, nh, hd;
     uint16_t *qr, *kc, *vc;
+    int ring;               /* k_skinny_tma: weight ring slots */
+    unsigned long long *tl; /* playground timeline (dev/cuda/skinny.cu): 8 %globaltimer stamps per CTA, or NULL */
 };
+
+static __device__ __forceinline__ void sk_stamp(const sk_epi &e, int cta, int i) {
+    if (e.tl) {
+        unsigned long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        e.tl[(size_t)cta * 8 + i] = t;
+    }
+}
 
 /* W row of the CTA's local row r (BN rows), and whether it exists */
 static __device__ __forceinline__ int sk_row(const sk_epi &e, int bx, int BN, int r, bool *valid) {
-    if (e.mode == CUK_SK_BF16 || e.mode == CUK_SK_RESID) {
+    if (e.mode == CUK_SK_BF16 || e.mode == CUK_SK_RESID || e.mode == CUK_SK_PARTIAL) {
         int row = bx * BN + r;
         *valid = row < e.N;
         return row;
@@ -278,66 +288,105 @@ __global__ void __launch_bounds__(NW * 32) k_skinny2(const uint16_t *__restrict_
     sk_reduce_epilogue<BN, NTHR, CS, TR>(e, Ps, T, bx, rank, tid, cl);
 }
 
-/* ---------------- wgmma variant (v17) ----------------
- * Same tiles, cluster split-K and epilogues as k_skinny2, but the math is wgmma: M = the 64 (padded) tokens,
- * N = the CTA's BN weight rows, operands straight from shared memory, so X is read once per CTA rather than
- * once per warp. 256 threads: all load, warpgroup g multiplies weight rows [g BN/2, (g+1) BN/2). The CTA's
- * whole K slice (KS, a multiple of 64) is staged at once: X (64 x KS) and W (BN x KS) as 64-wide k blocks of
- * 128-byte rows with the 128-byte swizzle (16-byte chunk c of row r at c ^ (r % 8)), the layout wgmma's
- * descriptors expect. Under CUK_PDL the weight slice is requested before the grid-dependency wait.
+/* ---------------- packed-weight wgmma variant (v18) ----------------
+ * The weights are repacked once (cuk_skinny_pack) into the shared-memory image of every CTA's tile, in launch
+ * order: tile (bx, rank) = BN weight rows (sk_row's order, so the paired epilogues find their partners) x KS k
+ * values (the rank's K slice, zero-padded to a multiple of 64), stored as KS/64 blocks of BN 128-byte rows with
+ * the 128-byte swizzle (16-byte chunk c of row r at c ^ (r % 8)) — the layout wgmma's descriptors read. So the CTA's
+ * whole weight tile is KS/64 contiguous bulk copies (TMA, one thread, one mbarrier per 64-k block) issued at
+ * entry, before the grid-dependency wait: the DRAM stream starts at once and needs no per-thread address math.
+ * X (T x KS, L2-resident) follows by cp.async; block kb is multiplied as soon as its bytes land. M = the 64
+ * (padded) tokens, N = the CTA's BN weight rows (warpgroup g: rows [g BN/2, (g+1) BN/2)), then v16's cluster
+ * split-K reduction and epilogues.
  */
-template <int BN, int CS>
-__global__ void __launch_bounds__(256) k_skinny_wg(const uint16_t *__restrict__ X, int ldx, int T,
-                                                    const uint16_t *__restrict__ W, int KS, sk_epi e) {
-    extern __shared__ __align__(1024) unsigned char wg_smem_raw[];
-    unsigned char *sk_smem = wg_smem_raw;
-    constexpr int NTHR = 256, TR = 64, HN = BN / 2;
+#define TM_MAXRS 16 /* weight ring slots (one mbarrier each) */
+
+/* NWG warpgroups (1: all BN rows, 128 threads; 2: BN/2 rows each); e.ring weight slots of BN x 64 k */
+template <int BN, int CS, int NWG>
+__global__ void __launch_bounds__(128 * NWG) k_skinny_tma(const uint16_t *__restrict__ X, int ldx, int T,
+                                                           const uint16_t *__restrict__ Wp, int KS, sk_epi e) {
+    extern __shared__ __align__(1024) unsigned char tm_smem_raw[];
+    __shared__ __align__(8) uint64_t bar[TM_MAXRS];
+    constexpr int NTHR = 128 * NWG, TR = 64, HN = BN / NWG;
     cg::cluster_group cl = cg::this_cluster();
-    const int rank = (int)cl.block_rank(), tid = threadIdx.x, bx = blockIdx.x, K = e.K, k0 = rank * KS;
-    const int nkb = KS / 64, cpr = KS / 8; /* 64-wide k blocks; 16-byte chunks per row */
-    const unsigned base = ((unsigned)__cvta_generic_to_shared(sk_smem) + 1023u) & ~1023u;
-    const unsigned xs = base, ws = base + (unsigned)TR * KS * 2;
-    auto dst = [](unsigned blk, int rows, int r, int kc) {
-        return blk + (unsigned)(kc >> 3) * rows * 128 + (unsigned)r * 128 + (unsigned)(((kc & 7) ^ (r & 7)) * 16);
-    };
-    /* weights (constant) first */
-    for (int i = tid; i < BN * cpr; i += NTHR) {
-        const int r = i / cpr, kc = i - r * cpr;
-        bool v;
-        const int row = sk_row(e, bx, BN, r, &v);
-        cp_async16_zfill_s(dst(ws, BN, r, kc), v ? W + (long long)row * K + k0 + kc * 8 : W, v);
+    /* rank = blockIdx.y: the cluster rank when split-K is a cluster, the partial's index in CUK_SK_PARTIAL */
+    const int rank = (int)blockIdx.y, tid = threadIdx.x, bx = blockIdx.x, K = e.K, k0 = rank * KS;
+    const int nkb = KS / 64, cpr = KS / 8, rs = e.ring; /* 64-wide k blocks; 16-byte chunks per X row; ring slots */
+    const unsigned raw = (unsigned)__cvta_generic_to_shared(tm_smem_raw);
+    const unsigned base = (raw + 1023u) & ~1023u;
+    const unsigned xs = base, ws = base + (unsigned)TR * KS * 2, blk = (unsigned)BN * 128;
+    const unsigned bar0 = (unsigned)__cvta_generic_to_shared(bar);
+    const unsigned char *src = (const unsigned char *)Wp + ((size_t)bx * CS + rank) * BN * KS * 2;
+    const int cta = bx * CS + rank;
+    if (tid == 0) {
+        sk_stamp(e, cta, 0);
+        for (int j = 0; j < rs; j++) mbar_init(bar0 + 8 * j, 1);
+        mbar_fence_init();
+        for (int kb = 0; kb < rs; kb++) {
+            mbar_expect_tx(bar0 + 8 * kb, blk);
+            bulk_g2s(ws + kb * blk, src + (size_t)kb * blk, blk, bar0 + 8 * kb);
+        }
     }
-    cp_async_commit();
     pdl_trigger();
     pdl_wait();
     for (int i = tid; i < TR * cpr; i += NTHR) {
         const int r = i / cpr, kc = i - r * cpr;
-        const bool v = r < T;
-        cp_async16_zfill_s(dst(xs, TR, r, kc), v ? X + (long long)r * ldx + k0 + kc * 8 : X, v);
+        const bool v = r < T && k0 + kc * 8 < K;
+        const unsigned d = xs + (unsigned)(kc >> 3) * TR * 128 + (unsigned)r * 128 + (unsigned)(((kc & 7) ^ (r & 7)) * 16);
+        cp_async16_zfill_s(d, v ? X + (long long)r * ldx + k0 + kc * 8 : X, v);
     }
     cp_async_commit();
     cp_async_wait<0>();
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* cp.async writes -> wgmma reads */
-    __syncthreads();
+    __syncthreads(); /* X complete, mbarriers initialised */
+    if (tid == 0) sk_stamp(e, cta, 1);
     const int g = tid >> 7;
-    float d[HN / 2];
-#pragma unroll
-    for (int i = 0; i < HN / 2; i++) d[i] = 0.f;
-    wg_fence();
+    float d[HN / 2]; /* the first k step overwrites (scale_d 0): no zero-fill that would serialize the wgmmas */
     for (int kb = 0; kb < nkb; kb++) {
-        const unsigned xa = xs + (unsigned)kb * TR * 128, wb = ws + (unsigned)kb * BN * 128 + (unsigned)g * HN * 128;
+        const int slot = kb % rs;
+        mbar_wait(bar0 + 8 * slot, (unsigned)(kb / rs) & 1u);
+        wg_fence();
+        const unsigned xa = xs + (unsigned)kb * TR * 128, wb = ws + (unsigned)slot * blk + (unsigned)g * HN * 128;
 #pragma unroll
         for (int ks = 0; ks < 4; ks++) {
             const uint64_t da = wg_desc(xa + ks * 32), db = wg_desc(wb + ks * 32);
-            if constexpr (HN == 64) wg_mma_n64(d, da, db, 1);
-            else wg_mma_n32(d, da, db, 1);
+            if constexpr (HN == 64) wg_mma_n64(d, da, db, kb | ks);
+            else wg_mma_n32(d, da, db, kb | ks);
+        }
+        wg_commit();
+        /* ring: block kb - 1 is done (one group may stay in flight) -> its slot takes block kb - 1 + rs */
+        const int j = kb - 1;
+        if (j >= 0 && j + rs < nkb) {
+            wg_wait1();
+            __syncthreads();
+            if (tid == 0) {
+                const int sj = j % rs;
+                mbar_expect_tx(bar0 + 8 * sj, blk);
+                bulk_g2s(ws + sj * blk, src + (size_t)(j + rs) * blk, blk, bar0 + 8 * sj);
+            }
         }
     }
-    wg_commit();
+    if (tid == 0) sk_stamp(e, cta, 2);
     wg_wait0();
+    if (e.mode == CUK_SK_PARTIAL) { /* f32 partial (rank, t, col) straight from the accumulators: no cluster */
+        const int w = (tid >> 5) & 3, lane = tid & 31, t0 = w * 16 + (lane >> 2), q = lane & 3;
+        float *o = (float *)e.out + (size_t)rank * T * e.ldo;
+#pragma unroll
+        for (int j = 0; j < HN / 8; j++) {
+            const int col = bx * BN + g * HN + j * 8 + q * 2;
+            if (col < e.N) { /* N even: col + 1 < N too */
+                if (t0 < T) *reinterpret_cast<float2 *>(o + (size_t)t0 * e.ldo + col) = make_float2(d[4 * j], d[4 * j + 1]);
+                if (t0 + 8 < T)
+                    *reinterpret_cast<float2 *>(o + (size_t)(t0 + 8) * e.ldo + col) = make_float2(d[4 * j + 2], d[4 * j + 3]);
+            }
+        }
+        if (tid == 0) sk_stamp(e, cta, 5);
+        return;
+    }
     __syncthreads(); /* X / W dead: the partial tile goes over them */
+    if (tid == 0) sk_stamp(e, cta, 3);
     constexpr int PB = BN + 4;
-    float *Ps = (float *)(sk_smem + (base - (unsigned)__cvta_generic_to_shared(sk_smem)));
+    float *Ps = (float *)(tm_smem_raw + (base - raw));
     {
         const int w = (tid >> 5) & 3, lane = tid & 31, gq = lane >> 2, q = lane & 3, t0 = w * 16 + gq;
 #pragma unroll
@@ -350,7 +399,25 @@ __global__ void __launch_bounds__(256) k_skinny_wg(const uint16_t *__restrict__ 
         }
     }
     cl.sync();
+    if (tid == 0) sk_stamp(e, cta, 4);
     sk_reduce_epilogue<BN, NTHR, CS, TR>(e, Ps, T, bx, rank, tid, cl);
+    if (tid == 0) sk_stamp(e, cta, 5);
+}
+
+/* one thread per 16-byte chunk of the packed array (n elements): tile (bx, rank), block kb, row r, chunk p */
+__global__ void k_skinny_pack(const uint16_t *__restrict__ W, sk_epi e, int BN, int CS, int KS, uint16_t *Wp,
+                              long long n) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x, el = i * 8, tile_el = (long long)BN * KS;
+    if (el >= n) return;
+    const int tile = (int)(el / tile_el), rem = (int)(el - tile * tile_el);
+    const int kb = rem / (BN * 64), r = (rem - kb * BN * 64) / 64, p = (rem & 63) / 8, c = p ^ (r & 7);
+    const int bx = tile / CS, rank = tile - bx * CS, k = rank * KS + kb * 64 + c * 8;
+    bool v;
+    const int row = sk_row(e, bx, BN, r, &v);
+    uint16_t out[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) out[j] = v && k + j < e.K ? W[(long long)row * e.K + k + j] : 0;
+    *reinterpret_cast<uint4 *>(Wp + el) = *reinterpret_cast<uint4 *>(out);
 }
 
 /* ---------------- launcher ---------------- */
@@ -376,7 +443,7 @@ static cudaError_t sk_cluster_launch(sk_kernel_t k, int *attr_set, int threads, 
     cudaLaunchAttribute at[2];
     at[0].id = cudaLaunchAttributeClusterDimension;
     at[0].val.clusterDim.x = 1;
-    at[0].val.clusterDim.y = (unsigned)CS;
+    at[0].val.clusterDim.y = e.mode == CUK_SK_PARTIAL ? 1u : (unsigned)CS; /* partials: no reduction, no cluster */
     at[0].val.clusterDim.z = 1;
     cfg.attrs = at;
     cfg.numAttrs = 1;
@@ -432,7 +499,8 @@ extern "C" void cuk_skinny_pick(int T, int N, int K, int mode, int hd, int *nw, 
     *cs = c;
 }
 
-/* sk_nblk for e's shape after checking that it fits (0 when not); sets e.half_off */
+/* sk_nblk for e's shape after checking that it fits (0 when not); sets e.half_off. The RoPE epilogue's
+ * output pointers are checked by the launchers, not here (the packer needs only the shape). */
 static int sk_blocks(sk_epi &e, int BN) {
     const int N = e.N;
     if (N % 16) return 0;
@@ -440,62 +508,122 @@ static int sk_blocks(sk_epi &e, int BN) {
         if (N % 32) return 0;
         e.half_off = N / 2;
     } else if (e.mode == CUK_SK_ROPE) {
-        if (!e.qr || !e.kc || !e.vc || e.hd <= 0 || N != (e.nh + 2) * e.hd || (e.hd / 2) % (BN / 2)) return 0;
+        if (e.hd <= 0 || N != (e.nh + 2) * e.hd || (e.hd / 2) % (BN / 2)) return 0;
         e.half_off = e.hd / 2; /* N = (nh + 2) hd is a multiple of BN here */
     }
     return sk_nblk(e.mode, N, BN);
 }
 
-/* ---- wgmma variant: tile / split choice and launch ---- */
-static size_t wg_smem(int BN, int KS) {
-    size_t xw = (size_t)(64 + BN) * KS * 2, pb = (size_t)64 * (BN + 4) * 4;
+/* ---- packed-weight variant: tile / split choice, packing and launch ---- */
+static int tm_ks(int K, int cs) { return ((K + cs - 1) / cs + 63) / 64 * 64; } /* K slice, padded to 64s */
+/* ring slots: the whole slice when it fits, else as many BN x 64 blocks as shared memory takes beside X */
+static int tm_ring(int BN, int KS) {
+    const long long room = (long long)SK_SMEM_MAX - 1024 - (long long)64 * KS * 2;
+    long long r = room / ((long long)BN * 128);
+    if (r > KS / 64) r = KS / 64;
+    if (r > TM_MAXRS) r = TM_MAXRS;
+    return r < 2 && KS / 64 >= 2 ? 0 : (int)r;
+}
+static size_t tm_smem(int BN, int KS, int rs) {
+    size_t xw = (size_t)64 * KS * 2 + (size_t)rs * BN * 128, pb = (size_t)64 * (BN + 4) * 4;
     return (xw > pb ? xw : pb) + 1024; /* + alignment to 1024 bytes */
 }
-/* BN 128 unless fewer than 128 CTAs would result even at 8-way split-K; the smallest split-K reaching 128 CTAs
- * (and fitting shared memory); 0 when nothing fits (K not a multiple of 64 per split, ...) */
-static void wg_pick(sk_epi e, int *bn, int *cs) {
+static bool tm_fits(int BN, int KS) {
+    const int rs = tm_ring(BN, KS);
+    return rs > 0 && tm_smem(BN, KS, rs) <= SK_SMEM_MAX;
+}
+/* BN 128 (64 when the shape has no 128-row tiles), the smallest split-K reaching 128 CTAs (at most 8) that fits:
+ * the playground's best on all four expert shapes (no split-K is far slower: every CTA stages the whole X) */
+static void tm_pick(sk_epi e, int *bn, int *cs) {
+    *bn = *cs = 0;
     int b = 128, nb = sk_blocks(e, 128);
-    if (!nb || nb * 8 < 128) {
+    if (!nb) {
         b = 64;
         nb = sk_blocks(e, 64);
     }
-    *bn = *cs = 0;
     if (!nb) return;
+    const int kblk = (e.K + 63) / 64;
     int c = 1;
-    while (c < 8 && nb * c < 128 && e.K % (2 * c * 64) == 0) c *= 2;
-    while (c < 8 && wg_smem(b, e.K / c) > SK_SMEM_MAX && e.K % (2 * c * 64) == 0) c *= 2;
-    if (e.K % (c * 64) || wg_smem(b, e.K / c) > SK_SMEM_MAX) return;
+    while (c < 8 && nb * c < 128 && kblk >= 2 * c) c *= 2;
+    while (c < 8 && !tm_fits(b, tm_ks(e.K, c)) && kblk >= 2 * c) c *= 2;
+    if (!tm_fits(b, tm_ks(e.K, c))) return;
     *bn = b;
     *cs = c;
 }
-
-template <int BN, int CS>
-static cudaError_t wg_launch(cudaStream_t st, int nblk, size_t smem, const uint16_t *X, int ldx, int T,
-                             const uint16_t *W, int KS, const sk_epi &e, int pdl) {
-    static int attr_set = 0;
-    return sk_cluster_launch(k_skinny_wg<BN, CS>, &attr_set, 256, st, nblk, CS, smem, X, ldx, T, W, KS, e, pdl);
+/* resolve (bn, cs) (0, 0: tm_pick) and check them; the tile count, or 0 when the shape does not fit */
+static int tm_config(sk_epi &e, int *bn, int *cs) {
+    if (*bn <= 0 || *cs <= 0) tm_pick(e, bn, cs);
+    const int BN = *bn, CS = *cs;
+    if ((BN != 32 && BN != 64 && BN != 128) || (CS != 1 && CS != 2 && CS != 4 && CS != 8) || e.K <= 0 || e.K % 8 ||
+        !tm_fits(BN, tm_ks(e.K, CS)))
+        return 0;
+    return sk_blocks(e, BN);
 }
 
-static cudaError_t wg_run(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, sk_epi &e, int BN,
-                          int CS, int pdl) {
+template <int BN, int CS, int NWG>
+static cudaError_t tm_launch(cudaStream_t st, int nblk, size_t smem, const uint16_t *X, int ldx, int T,
+                             const uint16_t *W, int KS, const sk_epi &e, int pdl) {
+    static int attr_set = 0;
+    return sk_cluster_launch(k_skinny_tma<BN, CS, NWG>, &attr_set, 128 * NWG, st, nblk, CS, smem, X, ldx, T, W, KS, e,
+                             pdl);
+}
+
+static unsigned long long *tm_timeline; /* cuk_skinny_set_timeline (playground only) */
+void cuk_skinny_set_timeline(unsigned long long *tl) { tm_timeline = tl; }
+
+/* nwg: warpgroups per CTA (0: 1 for BN <= 64, else 2) */
+static cudaError_t tm_run(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *Wp, sk_epi &e, int BN,
+                          int CS, int nwg, int pdl) {
     if (T <= 0) return cudaSuccess;
-    if (T > 64 || (BN != 64 && BN != 128) || (CS != 1 && CS != 2 && CS != 4 && CS != 8) || e.K % (64 * CS) ||
-        (ldx % 8) || ((uintptr_t)X & 15) || ((uintptr_t)W & 15))
-        return cudaErrorInvalidValue;
-    const int nblk = sk_blocks(e, BN), KS = e.K / CS;
-    const size_t smem = wg_smem(BN, KS);
-    if (!nblk || smem > SK_SMEM_MAX) return cudaErrorInvalidValue;
+    e.tl = tm_timeline;
+    const int nblk = tm_config(e, &BN, &CS);
+    if (T > 64 || !nblk || (ldx % 8) || ((uintptr_t)X & 15) || ((uintptr_t)Wp & 15)) return cudaErrorInvalidValue;
+    if (nwg <= 0) nwg = BN <= 64 ? 1 : 2;
+    const int KS = tm_ks(e.K, CS);
+    e.ring = tm_ring(BN, KS);
+    const size_t smem = tm_smem(BN, KS, e.ring);
     cudaError_t r = cudaErrorInvalidValue;
-#define WG_CASE(b, c) \
-    if (BN == b && CS == c) r = wg_launch<b, c>(st, nblk, smem, X, ldx, T, W, KS, e, pdl);
-    WG_CASE(64, 1) WG_CASE(64, 2) WG_CASE(64, 4) WG_CASE(64, 8)
-    WG_CASE(128, 1) WG_CASE(128, 2) WG_CASE(128, 4) WG_CASE(128, 8)
-#undef WG_CASE
+#define TM_CASE(b, w)                                                                      \
+    if (BN == b && nwg == w) {                                                             \
+        if (CS == 1) r = tm_launch<b, 1, w>(st, nblk, smem, X, ldx, T, Wp, KS, e, pdl);   \
+        if (CS == 2) r = tm_launch<b, 2, w>(st, nblk, smem, X, ldx, T, Wp, KS, e, pdl);   \
+        if (CS == 4) r = tm_launch<b, 4, w>(st, nblk, smem, X, ldx, T, Wp, KS, e, pdl);   \
+        if (CS == 8) r = tm_launch<b, 8, w>(st, nblk, smem, X, ldx, T, Wp, KS, e, pdl);   \
+    }
+    TM_CASE(32, 1) TM_CASE(64, 1) TM_CASE(64, 2) TM_CASE(128, 2)
+#undef TM_CASE
     if (r != cudaSuccess) return r;
     return cudaGetLastError();
 }
 
-/* the default: the wgmma kernel where its tiles fit, else k_skinny2 with cuk_skinny_pick's shape */
+static sk_epi sk_shape_epi(int N, int K, int mode, int nh, int hd) {
+    sk_epi e;
+    memset(&e, 0, sizeof e);
+    e.mode = mode;
+    e.N = N;
+    e.K = K;
+    e.nh = nh;
+    e.hd = hd;
+    return e;
+}
+
+size_t cuk_skinny_packed_elems(int N, int K, int mode, int nh, int hd, int bn, int cs) {
+    sk_epi e = sk_shape_epi(N, K, mode, nh, hd);
+    const int nblk = tm_config(e, &bn, &cs);
+    return nblk ? (size_t)nblk * cs * bn * tm_ks(K, cs) : 0;
+}
+
+cudaError_t cuk_skinny_pack(cudaStream_t st, const uint16_t *W, int N, int K, int mode, int nh, int hd, int bn, int cs,
+                            uint16_t *Wp) {
+    sk_epi e = sk_shape_epi(N, K, mode, nh, hd);
+    const int nblk = tm_config(e, &bn, &cs);
+    if (!nblk || ((uintptr_t)Wp & 15)) return cudaErrorInvalidValue;
+    const long long n = (long long)nblk * cs * bn * tm_ks(K, cs);
+    k_skinny_pack<<<(unsigned)((n / 8 + 255) / 256), 256, 0, st>>>(W, e, bn, cs, tm_ks(K, cs), Wp, n);
+    return cudaGetLastError();
+}
+
+/* the default for raw (unpacked) weights: k_skinny2 with cuk_skinny_pick's shape */
 static cudaError_t sk_auto(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, sk_epi &e, int hd,
                            int pdl);
 
@@ -528,17 +656,15 @@ static cudaError_t sk_run(cudaStream_t st, const uint16_t *X, int ldx, int T, co
 
 cudaError_t cuk_skinny_linear_cfg(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, int N, int K,
                                   int mode, void *out, int ldo, int nw, int cs, int mt) {
-    const int pdl = mode & CUK_PDL;
-    mode &= ~CUK_PDL;
-    if (mode != CUK_SK_BF16 && mode != CUK_SK_RESID && mode != CUK_SK_GEGLU) return cudaErrorInvalidValue;
-    sk_epi e;
-    memset(&e, 0, sizeof e);
-    e.mode = mode;
+    const int pdl = mode & CUK_PDL, packed = mode & CUK_SK_PACKED;
+    mode &= ~(CUK_PDL | CUK_SK_PACKED);
+    if (mode != CUK_SK_BF16 && mode != CUK_SK_RESID && mode != CUK_SK_GEGLU && mode != CUK_SK_PARTIAL)
+        return cudaErrorInvalidValue;
+    if (mode == CUK_SK_PARTIAL && (!packed || N % 2 || ldo % 2)) return cudaErrorInvalidValue;
+    sk_epi e = sk_shape_epi(N, K, mode, 0, 0);
     e.out = out;
     e.ldo = ldo;
-    e.N = N;
-    e.K = K;
-    if (nw == 64 || nw == 128) return wg_run(st, X, ldx, T, W, e, nw, cs, pdl);
+    if (packed) return tm_run(st, X, ldx, T, W, e, nw, cs, mt, pdl);
     if (nw <= 0 || cs <= 0) return sk_auto(st, X, ldx, T, W, e, 0, pdl);
     if (mt <= 0) mt = 1;
     return sk_run(st, X, ldx, T, W, e, nw, cs, mt, pdl);
@@ -546,12 +672,7 @@ cudaError_t cuk_skinny_linear_cfg(cudaStream_t st, const uint16_t *X, int ldx, i
 
 static cudaError_t sk_auto(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, sk_epi &e, int hd,
                            int pdl) {
-    int bn, cs, nw, mt;
-    wg_pick(e, &bn, &cs);
-    if (bn) {
-        cudaError_t r = wg_run(st, X, ldx, T, W, e, bn, cs, pdl);
-        if (r != cudaErrorInvalidValue) return r;
-    }
+    int cs, nw, mt;
     cuk_skinny_pick(T, e.N, e.K, e.mode, hd, &nw, &cs, &mt);
     return sk_run(st, X, ldx, T, W, e, nw, cs, mt, pdl);
 }
@@ -564,19 +685,14 @@ cudaError_t cuk_skinny_linear(cudaStream_t st, const uint16_t *X, int ldx, int T
 cudaError_t cuk_skinny_qkv_rope(cudaStream_t st, const uint16_t *X, int ldx, int T, const uint16_t *W, int K,
                                 const float *cs, const float *sn, int pos0, int nh, int hd, uint16_t *qr,
                                 uint16_t *kc, uint16_t *vc, int flags) {
-    const int pdl = flags & CUK_PDL;
-    sk_epi e;
-    memset(&e, 0, sizeof e);
-    e.mode = CUK_SK_ROPE;
-    e.N = (nh + 2) * hd;
-    e.K = K;
+    if (!qr || !kc || !vc || !cs || !sn) return cudaErrorInvalidValue;
+    sk_epi e = sk_shape_epi((nh + 2) * hd, K, CUK_SK_ROPE, nh, hd);
     e.cs = cs;
     e.sn = sn;
     e.pos0 = pos0;
-    e.nh = nh;
-    e.hd = hd;
     e.qr = qr;
     e.kc = kc;
     e.vc = vc;
-    return sk_auto(st, X, ldx, T, W, e, hd, pdl);
+    if (flags & CUK_SK_PACKED) return tm_run(st, X, ldx, T, W, e, 0, 0, 0, flags & CUK_PDL);
+    return sk_auto(st, X, ldx, T, W, e, hd, flags & CUK_PDL);
 }

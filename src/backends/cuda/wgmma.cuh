@@ -20,6 +20,7 @@ static __device__ __forceinline__ uint64_t wg_desc_mn(unsigned saddr, unsigned n
 static __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 static __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 static __device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+static __device__ __forceinline__ void wg_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 /* D (64 x 32, f32, registers) (+)= A (64 x 16, K-major smem) B^T (32 x 16, K-major smem); scale_d 0: D = A B^T */
 static __device__ __forceinline__ void wg_mma_n32(float (&d)[16], uint64_t da, uint64_t db, int scale_d) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
