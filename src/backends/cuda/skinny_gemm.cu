@@ -16,6 +16,9 @@
  * Paired epilogues (GeGLU, RoPE) need both rows of a pair in one CTA: the CTA's first BN/2 rows
  * are W rows [base, base + BN/2), its last BN/2 rows the partners [base + off, ...), so the
  * weights keep their checkpoint layout.
+ *
+ * k_skinny_tma (v18, CUK_SK_PACKED) reads weights that cuk_skinny_pack rewrote into each CTA tile's
+ * shared-memory image (same row order), so a tile arrives as a few bulk copies; see its comment below.
  */
 #include <cooperative_groups.h>
 
