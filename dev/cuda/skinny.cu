@@ -246,6 +246,20 @@ int main() {
         const int nws[6] = {4, 8, 32, 64, 128, 0};
         uint16_t *Wpc = NULL;
         size_t pcap = 0;
+        /* the NC weight copies packed for (mode, bn, cs) into Wpc (grown as needed); elements per copy, 0: no fit */
+        auto pack_copies = [&](int mode, int bn, int cs) -> size_t {
+            size_t pe = cuk_skinny_packed_elems(N, K, mode, 0, 0, bn, cs);
+            if (!pe) return 0;
+            if (pe * 2 * NC > pcap) {
+                if (Wpc) CK(cudaFree(Wpc));
+                pcap = pe * 2 * NC;
+                CK(cudaMalloc(&Wpc, pcap));
+            }
+            for (int c = 0; c < NC; c++)
+                CK(cuk_skinny_pack(st, (const uint16_t *)((char *)Wc + c * wbytes), N, K, mode, 0, 0, bn, cs,
+                                   Wpc + (size_t)c * pe));
+            return pe;
+        };
         for (int wi = 0; wi < 6; wi++)
             for (int cs = nws[wi] ? 1 : 0; cs <= (nws[wi] ? 8 : 0); cs = cs ? cs * 2 : 1)
             for (int sg = 1; sg <= (nws[wi] == 4 || nws[wi] == 8 || nws[wi] == 64 ? 2 : 1); sg++) {
@@ -254,55 +268,8 @@ int main() {
                 const uint16_t *Wsrc = Wc;
                 size_t stride = wbytes;
                 if (packed) {
-                    size_t pe = cuk_skinny_packed_elems(N, K, sh.mode, 0, 0, nw, cs);
+                    size_t pe = pack_copies(sh.mode, nw, cs);
                     if (!pe) continue;
-                    if (pe * 2 * NC > pcap) {
-                        /* split-K partials left unreduced (CUK_SK_PARTIAL: no cluster barrier, no reduction; a consumer would sum
-         * them): what the GEMM itself costs without the reduction. Checked where the epilogue is the plain Y. */
-        for (int bn = 64; bn <= 128; bn *= 2)
-            for (int cs = 2; cs <= 8; cs *= 2) {
-                size_t pe = cuk_skinny_packed_elems(N, K, CUK_SK_PARTIAL, 0, 0, bn, cs);
-                if (!pe) continue;
-                if (pe * 2 * NC > pcap) {
-                    if (Wpc) CK(cudaFree(Wpc));
-                    pcap = pe * 2 * NC;
-                    CK(cudaMalloc(&Wpc, pcap));
-                }
-                for (int c = 0; c < NC; c++)
-                    CK(cuk_skinny_pack(st, (const uint16_t *)((char *)Wc + c * wbytes), N, K, CUK_SK_PARTIAL, 0, 0, bn, cs,
-                                       Wpc + (size_t)c * pe));
-                float *part;
-                CK(cudaMalloc(&part, (size_t)cs * T * N * 4));
-                auto fn = [&](const uint16_t *W) {
-                    cudaError_t he = hot();
-                    if (he != cudaSuccess) return he;
-                    return cuk_skinny_linear_cfg(st, X, K, T, W, N, K, CUK_SK_PARTIAL | CUK_SK_PACKED, part, N, bn, cs, 0);
-                };
-                CK(fn(Wpc));
-                CK(cudaStreamSynchronize(st));
-                double r = -1;
-                if (sh.mode == CUK_SK_BF16) {
-                    std::vector<float> hp((size_t)cs * T * N);
-                    CK(cudaMemcpy(hp.data(), part, hp.size() * 4, cudaMemcpyDeviceToHost));
-                    std::vector<double> sum((size_t)T * N, 0.0);
-                    for (int q = 0; q < cs; q++)
-                        for (size_t i = 0; i < sum.size(); i++) sum[i] += hp[(size_t)q * T * N + i];
-                    r = rel(sum, ref);
-                }
-                double t = time_graph(st, e0, e1, ITER, Wpc, NC, pe * 2, fn);
-                if (getenv("SKINNY_TIMELINE")) timeline(st, fn, Wpc, NC, pe * 2);
-                char nm[32];
-                snprintf(nm, sizeof nm, "part%d cs%d", bn, cs);
-                printf("%-14s %-14s %9.2f %9.0f %8.1e\n", sh.name, nm, t, wbytes / t / 1e3, r);
-                CK(cudaFree(part));
-            }
-        if (Wpc) CK(cudaFree(Wpc));
-                        pcap = pe * 2 * NC;
-                        CK(cudaMalloc(&Wpc, pcap));
-                    }
-                    for (int c = 0; c < NC; c++)
-                        CK(cuk_skinny_pack(st, (const uint16_t *)((char *)Wc + c * wbytes), N, K, sh.mode, 0, 0, nw, cs,
-                                           Wpc + (size_t)c * pe));
                     Wsrc = Wpc;
                     stride = pe * 2;
                 }
@@ -333,16 +300,8 @@ int main() {
          * them): what the GEMM itself costs without the reduction. Checked where the epilogue is the plain Y. */
         for (int bn = 64; bn <= 128; bn *= 2)
             for (int cs = 2; cs <= 8; cs *= 2) {
-                size_t pe = cuk_skinny_packed_elems(N, K, CUK_SK_PARTIAL, 0, 0, bn, cs);
+                size_t pe = pack_copies(CUK_SK_PARTIAL, bn, cs);
                 if (!pe) continue;
-                if (pe * 2 * NC > pcap) {
-                    if (Wpc) CK(cudaFree(Wpc));
-                    pcap = pe * 2 * NC;
-                    CK(cudaMalloc(&Wpc, pcap));
-                }
-                for (int c = 0; c < NC; c++)
-                    CK(cuk_skinny_pack(st, (const uint16_t *)((char *)Wc + c * wbytes), N, K, CUK_SK_PARTIAL, 0, 0, bn, cs,
-                                       Wpc + (size_t)c * pe));
                 float *part;
                 CK(cudaMalloc(&part, (size_t)cs * T * N * 4));
                 auto fn = [&](const uint16_t *W) {
