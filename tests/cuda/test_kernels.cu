@@ -367,11 +367,8 @@ static void test_flash(int vit, int nb, int nh, int R, int S, int hd, int varian
     free(in); free(oc); free(og); free(og2);
 }
 
-static void test_skinny(int T, int N, int K, int mode, int nw = 0, int cs = 0, int mt = 0) {
-    uint16_t *X = rand_bf((size_t)T * K, 1.f), *W = rand_bf((size_t)N * K, 1.f / sqrtf((float)K));
-    int No = mode == CUK_SK_GEGLU ? N / 2 : N;
-    float *R0 = rand_f((size_t)T * No, 1.f, 0.f);
-    double *ref = (double *)malloc((size_t)T * No * 8), *got = (double *)malloc((size_t)T * No * 8);
+/* y (T, N) = X (T, K) W (N, K)^T in double, from bf16 operands: the reference of the streaming GEMM tests */
+static double *gemm_ref_bf(const uint16_t *X, const uint16_t *W, int T, int N, int K) {
     double *y = (double *)malloc((size_t)T * N * 8);
     for (int t = 0; t < T; t++)
         for (int n = 0; n < N; n++) {
@@ -379,6 +376,15 @@ static void test_skinny(int T, int N, int K, int mode, int nw = 0, int cs = 0, i
             for (int k = 0; k < K; k++) a += (double)bf16_to_f32(X[(size_t)t * K + k]) * bf16_to_f32(W[(size_t)n * K + k]);
             y[(size_t)t * N + n] = a;
         }
+    return y;
+}
+
+static void test_skinny(int T, int N, int K, int mode, int nw = 0, int cs = 0, int mt = 0) {
+    uint16_t *X = rand_bf((size_t)T * K, 1.f), *W = rand_bf((size_t)N * K, 1.f / sqrtf((float)K));
+    int No = mode == CUK_SK_GEGLU ? N / 2 : N;
+    float *R0 = rand_f((size_t)T * No, 1.f, 0.f);
+    double *ref = (double *)malloc((size_t)T * No * 8), *got = (double *)malloc((size_t)T * No * 8);
+    double *y = gemm_ref_bf(X, W, T, N, K);
     for (int t = 0; t < T; t++)
         for (int n = 0; n < No; n++) {
             double v = y[(size_t)t * N + n];
@@ -445,13 +451,7 @@ static void test_skinny(int T, int N, int K, int mode, int nw = 0, int cs = 0, i
 /* CUK_SK_PARTIAL: the cs unreduced split-K partials, summed here in rank order, vs the double GEMM */
 static void test_skinny_partial(int T, int N, int K, int bn, int cs) {
     uint16_t *X = rand_bf((size_t)T * K, 1.f), *W = rand_bf((size_t)N * K, 1.f / sqrtf((float)K));
-    double *ref = (double *)malloc((size_t)T * N * 8), *got = (double *)calloc((size_t)T * N, 8);
-    for (int t = 0; t < T; t++)
-        for (int n = 0; n < N; n++) {
-            double a = 0;
-            for (int k = 0; k < K; k++) a += (double)bf16_to_f32(X[(size_t)t * K + k]) * bf16_to_f32(W[(size_t)n * K + k]);
-            ref[(size_t)t * N + n] = a;
-        }
+    double *ref = gemm_ref_bf(X, W, T, N, K), *got = (double *)calloc((size_t)T * N, 8);
     const size_t pe = cuk_skinny_packed_elems(N, K, CUK_SK_PARTIAL, 0, 0, bn, cs);
     if (!pe) { printf("  skinny partial T=%d N=%d K=%d: packing unsupported: FAIL\n", T, N, K); g_fail = 1; return; }
     uint16_t *X_d = dalloc<uint16_t>((size_t)T * K), *W_d = dalloc<uint16_t>((size_t)N * K), *Wp_d = dalloc<uint16_t>(pe);
@@ -483,12 +483,9 @@ static void test_skinny_rope(int T, int nh, int hd, int K, int pos0, int packed 
             sn[(size_t)p * half + i] = (float)sin(a);
         }
     uint16_t *qkv = (uint16_t *)malloc((size_t)T * N * 2);
-    for (int t = 0; t < T; t++)
-        for (int n = 0; n < N; n++) {
-            double a = 0;
-            for (int k = 0; k < K; k++) a += (double)bf16_to_f32(X[(size_t)t * K + k]) * bf16_to_f32(W[(size_t)n * K + k]);
-            qkv[(size_t)t * N + n] = f32_to_bf16((float)a);
-        }
+    double *y = gemm_ref_bf(X, W, T, N, K);
+    for (size_t i = 0; i < (size_t)T * N; i++) qkv[i] = f32_to_bf16((float)y[i]);
+    free(y);
     size_t nq = (size_t)T * nh * hd, nkv = (size_t)S * hd;
     uint16_t *qc = (uint16_t *)calloc(nq, 2), *kcc = (uint16_t *)calloc(nkv, 2), *vcc = (uint16_t *)calloc(nkv, 2);
     cuk_rope_qkv_ref(qkv, cs, sn, pos0, T, nh, hd, qc, kcc, vcc);
