@@ -65,7 +65,8 @@ static unsigned experimental_from_env(void) {
              {"PI0_CUDA_NO_FLASH_ATTN", PI0_EXP_NO_FLASH_ATTN},
              {"PI0_CUDA_PDL", PI0_EXP_PDL},
              {"PI0_CUDA_NO_TUNE", PI0_EXP_NO_TUNE},
-             {"PI0_CUDA_FLASH_MMA", PI0_EXP_FLASH_MMA}};
+             {"PI0_CUDA_FLASH_MMA", PI0_EXP_FLASH_MMA},
+             {"PI0_CUDA_NO_XPART", PI0_EXP_NO_XPART}};
     unsigned bits = 0;
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
         const char *v = getenv(k[i].var);

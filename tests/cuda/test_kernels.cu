@@ -471,6 +471,56 @@ static void test_skinny_partial(int T, int N, int K, int bn, int cs) {
     free(X); free(W); free(ref); free(got); free(p);
 }
 
+/* the expert's o / down chain: partial GEMM (CUK_SK_PARTIAL) -> cuk_rmsnorm_acc (residual += partials, RMSNorm) vs
+ * cuk_rmsnorm_acc_ref on the same partials (bitwise residual) and the double chain (x + X W^T, normed); rows
+ * [r0, r0 + nr) of the T only, as the step's final norm skips the state row */
+static void test_partial_norm(int T, int N, int K, int bn, int cs, int r0, int nr) {
+    uint16_t *X = rand_bf((size_t)T * K, 1.f), *W = rand_bf((size_t)N * K, 1.f / sqrtf((float)K));
+    float *x = rand_f((size_t)T * N, 1.f, 0.f), *g = rand_f(N, 0.1f, 0.f);
+    const size_t pe = cuk_skinny_packed_elems(N, K, CUK_SK_PARTIAL, 0, 0, bn, cs);
+    if (!pe) { printf("  partial norm T=%d N=%d K=%d: packing unsupported: FAIL\n", T, N, K); g_fail = 1; return; }
+    uint16_t *X_d = dalloc<uint16_t>((size_t)T * K), *W_d = dalloc<uint16_t>((size_t)N * K), *Wp_d = dalloc<uint16_t>(pe);
+    float *p_d = dalloc<float>((size_t)cs * T * N), *x_d = dalloc<float>((size_t)T * N), *g_d = dalloc<float>(N);
+    uint16_t *y_d = dalloc<uint16_t>((size_t)T * N);
+    up(X_d, X, (size_t)T * K); up(W_d, W, (size_t)N * K); up(x_d, x, (size_t)T * N); up(g_d, g, N);
+    CK(cudaMemset(p_d, 0xff, (size_t)cs * T * N * 4)); /* NaN poison */
+    CK(cudaMemset(y_d, 0xff, (size_t)T * N * 2));
+    CK(cuk_skinny_pack(0, W_d, N, K, CUK_SK_PARTIAL, 0, 0, bn, cs, Wp_d));
+    CK(cuk_skinny_linear_cfg(0, X_d, K, T, Wp_d, N, K, CUK_SK_PARTIAL | CUK_SK_PACKED, p_d, N, bn, cs, 0));
+    CK(cuk_rmsnorm_acc(0, x_d + (size_t)r0 * N, p_d + (size_t)r0 * N, cs, (long long)T * N, N, g_d, y_d, CUK_BF16, nr,
+                       N, 1e-6f));
+    float *p = (float *)malloc((size_t)cs * T * N * 4), *xg = (float *)malloc((size_t)T * N * 4);
+    float *xc = (float *)malloc((size_t)T * N * 4);
+    uint16_t *yg = (uint16_t *)malloc((size_t)T * N * 2), *yc = (uint16_t *)malloc((size_t)T * N * 2);
+    CK(cudaMemcpy(p, p_d, (size_t)cs * T * N * 4, cudaMemcpyDeviceToHost));
+    down(xg, x_d, (size_t)T * N);
+    down(yg, y_d, (size_t)nr * N);
+    memcpy(xc, x, (size_t)T * N * 4);
+    cuk_rmsnorm_acc_ref(xc + (size_t)r0 * N, p + (size_t)r0 * N, cs, (long long)T * N, N, g, yc, CUK_BF16, nr, N, 1e-6f);
+    char nm[96];
+    snprintf(nm, sizeof nm, "partial+norm T=%d N=%d K=%d rows %d..%d", T, N, K, r0, r0 + nr);
+    if (memcmp(xg, xc, (size_t)T * N * 4)) { printf("  %s: residual differs from the twin: FAIL\n", nm); g_fail = 1; }
+    cmp_bf(nm, yg, yc, (size_t)nr * N, 8e-3);
+    /* against the double chain */
+    double *ref = gemm_ref_bf(X, W, T, N, K), *yr = (double *)malloc((size_t)nr * N * 8), *yd = (double *)malloc((size_t)nr * N * 8);
+    for (int r = 0; r < nr; r++) {
+        double q = 0;
+        for (int i = 0; i < N; i++) {
+            const double v = x[(size_t)(r0 + r) * N + i] + ref[(size_t)(r0 + r) * N + i];
+            q += v * v;
+        }
+        const double rs = 1.0 / sqrt(q / N + 1e-6);
+        for (int i = 0; i < N; i++) {
+            yr[(size_t)r * N + i] = (x[(size_t)(r0 + r) * N + i] + ref[(size_t)(r0 + r) * N + i]) * rs * (1.0 + g[i]);
+            yd[(size_t)r * N + i] = bf16_to_f32(yg[(size_t)r * N + i]);
+        }
+    }
+    snprintf(nm, sizeof nm, "partial+norm T=%d N=%d vs double", T, N);
+    report(nm, yd, yr, (size_t)nr * N, 8e-3);
+    cudaFree(X_d); cudaFree(W_d); cudaFree(Wp_d); cudaFree(p_d); cudaFree(x_d); cudaFree(g_d); cudaFree(y_d);
+    free(X); free(W); free(x); free(g); free(p); free(xg); free(xc); free(yg); free(yc); free(ref); free(yr); free(yd);
+}
+
 /* fused QKV GEMM + RoPE + K/V scatter vs (double GEMM -> bf16 -> cuk_rope_qkv_ref) */
 static void test_skinny_rope(int T, int nh, int hd, int K, int pos0, int packed = 0) {
     const int N = (nh + 2) * hd, half = hd / 2, S = pos0 + T;
@@ -698,6 +748,9 @@ int main(void) {
     test_skinny_partial(51, 1024, 4096, 64, 8);
     test_skinny_partial(50, 2560, 1024, 128, 4);
     test_skinny_partial(7, 96, 200, 64, 2);
+    test_partial_norm(51, 1024, 2048, 64, 8, 0, 51); /* expert o -> norm */
+    test_partial_norm(51, 1024, 4096, 64, 8, 1, 50); /* last down -> final norm, state row skipped */
+    test_partial_norm(50, 32, 64, 128, 1, 0, 50);    /* tiny config (the automatic tiles) */
     test_skinny_rope(51, 8, 256, 1024, 788);
     test_skinny_rope(50, 8, 256, 1024, 789);
     test_skinny_rope(3, 2, 64, 128, 5);

@@ -58,6 +58,9 @@ typedef struct {
     bf *o_w;    /* (D, nh*hd) */
     bf *gu_w;   /* (2F, D) */
     bf *down_w; /* (D, F) */
+    /* expert only (else NULL): o_w and down_w rewritten for the few-token GEMM's unreduced split-K (CUK_SK_PARTIAL,
+     * cuk_skinny_pack layout, tiles cmodel.xo_* / xd_*) */
+    bf *o_wp, *down_wp;
 } dgemma;
 
 typedef struct {
@@ -86,6 +89,7 @@ typedef struct {
     float *exp_norm;
     float *state_w, *state_b, *ain_w, *ain_b, *atm_in_w, *atm_in_b, *atm_out_w, *atm_out_b, *aout_w, *aout_b;
     float *fold_w, *fold_b; /* (De, A): atm_in[:, :De] @ ain_w ; (De): atm_in[:, :De] @ ain_b + atm_in_b */
+    int xo_bn, xo_cs, xd_bn, xd_cs; /* packed tiles of the expert's o_wp / down_wp (0: not packed) */
 } cmodel;
 
 typedef struct {
@@ -188,6 +192,10 @@ static void build_layout(cmodel *cm, const pi0_config *c, const pi0_weights *w, 
             lput(L, &s->gate_w, g->gu_w, CUK_BF16, Fx, Dx, Dx);
             lput(L, &s->up_w, g->gu_w + Fx * Dx, CUK_BF16, Fx, Dx, Dx);
             g->down_w = (bf *)lone(L, &s->down_w, CUK_BF16, Dx, Fx);
+            if (e && cm->xo_bn) g->o_wp = (bf *)lalloc(L, cuk_skinny_packed_elems((int)De, (int)qd, CUK_SK_PARTIAL, 0, 0,
+                                                                                  cm->xo_bn, cm->xo_cs) * 2);
+            if (e && cm->xd_bn) g->down_wp = (bf *)lalloc(L, cuk_skinny_packed_elems((int)De, (int)Fe, CUK_SK_PARTIAL, 0,
+                                                                                     0, cm->xd_bn, cm->xd_cs) * 2);
         }
     }
     cm->exp_norm = (float *)lone(L, &w->exp_norm, CUK_F32, 1, De);
@@ -220,6 +228,15 @@ static void cu_model_free(pi0_model *m) {
     m->backend = NULL;
 }
 
+/* Tiles of an unreduced split-K expert projection (N, K): 64 x 8 slices, else the automatic choice, else 0, 0. */
+static void partial_tiles(int N, int K, int *bn, int *cs) {
+    *bn = 64;
+    *cs = 8;
+    if (cuk_skinny_packed_tiles(N, K, CUK_SK_PARTIAL, 0, 0, bn, cs)) return;
+    *bn = *cs = 0;
+    cuk_skinny_packed_tiles(N, K, CUK_SK_PARTIAL, 0, 0, bn, cs);
+}
+
 /* Allocate cm, size and allocate the arena, record placements for w. */
 static pi0_status cmodel_alloc(pi0_model *m, const pi0_weights *w, cmodel **out) {
     const pi0_config *c = &m->cfg;
@@ -241,6 +258,10 @@ static pi0_status cmodel_alloc(pi0_model *m, const pi0_weights *w, cmodel **out)
     cm->exp = (dgemma *)calloc((size_t)c->llm_depth, sizeof *cm->exp);
     m->backend = cm; /* freed by model_free on failure */
     if (!cm->vit || !cm->llm || !cm->exp) return pi0_fail(PI0_ERR_OOM, "out of memory");
+    /* the expert's o / down projections as unreduced split-K GEMMs: 64-row tiles x 8 K slices (128 CTAs; the
+     * playground's best for both shapes, bench/NOTES.md item 26), else the automatic tiles (small configs) */
+    partial_tiles(c->exp_width, c->num_heads * c->head_dim, &cm->xo_bn, &cm->xo_cs);
+    partial_tiles(c->exp_width, c->exp_mlp, &cm->xd_bn, &cm->xd_cs);
     layout L = {0};
     L.cm = cm;
     build_layout(cm, c, w, &L);
@@ -270,6 +291,19 @@ static pi0_status fold_heads(cmodel *cm, const pi0_config *c) {
     /* fold_b[o] = sum_j ain_b[j] * atm_in_w[o][j] + atm_in_b[o] */
     CU(cuk_small_mm(0, 1, De, De, cm->ain_b, 0, 1, cm->atm_in_w, 1, 2 * De, cm->atm_in_b, NULL, 0, cm->fold_b, CUK_F32,
                     De));
+    CU(cudaDeviceSynchronize());
+    return PI0_OK;
+}
+
+/* The packed copies of the expert's o / down weights (derived once from the uploaded ones). */
+static pi0_status pack_expert(cmodel *cm, const pi0_config *c) {
+    const int qd = c->num_heads * c->head_dim, De = c->exp_width, Fe = c->exp_mlp;
+    for (int l = 0; l < c->llm_depth; l++) {
+        const dgemma *g = &cm->exp[l];
+        if (g->o_wp) CU(cuk_skinny_pack(0, g->o_w, De, qd, CUK_SK_PARTIAL, 0, 0, cm->xo_bn, cm->xo_cs, g->o_wp));
+        if (g->down_wp)
+            CU(cuk_skinny_pack(0, g->down_w, De, Fe, CUK_SK_PARTIAL, 0, 0, cm->xd_bn, cm->xd_cs, g->down_wp));
+    }
     CU(cudaDeviceSynchronize());
     return PI0_OK;
 }
@@ -319,6 +353,7 @@ static pi0_status cu_model_init(pi0_model *m) {
     cmodel *cm = NULL;
     PI0_TRY(cmodel_alloc(m, &m->w, &cm));
     PI0_TRY(upload_all(m, cm));
+    PI0_TRY(pack_expert(cm, &m->cfg));
     return fold_heads(cm, &m->cfg);
 }
 
@@ -362,6 +397,7 @@ static pi0_status cu_model_init_random(pi0_model *m, uint64_t seed) {
         cudaError_t e = cudaDeviceSynchronize();
         if (e != cudaSuccess) st = pi0_fail(PI0_ERR_BACKEND, "random weight generation: %s", cudaGetErrorString(e));
     }
+    if (st == PI0_OK) st = pack_expert(cm, c);
     if (st == PI0_OK) st = fold_heads(cm, c);
     /* host views stay shape-only (data NULL): the weights live on the GPU */
     return st;
@@ -397,6 +433,9 @@ typedef struct {
     bf *kc, *vc;     /* (L, Srows, hd): Srows = Smax rounded up for the attention kernel's 64-key chunks */
     int Srows;
     float *apart;    /* split-key attention partials */
+    float *xpart;    /* (cs, T, De) unreduced split-K partials of the expert's o / down projection (xpart_on) */
+    int xpart_on;    /* expert o / down as CUK_SK_PARTIAL GEMMs summed into the residual by the next RMSNorm */
+    int xpend, xpend_T; /* partials (count, their T) waiting in xpart to be added to the expert residual xe */
     int skinny;      /* cuk_skinny_linear for T <= 64 (expert, state token); opt-in: PI0_CUDA_SKINNY=1 */
     int pdl;         /* CUK_PDL or 0: programmatic dependent launch along the expert chain (PI0_EXP_PDL) */
     size_t apart_floats;
@@ -524,6 +563,10 @@ static void carve(csess *s, const pi0_config *c, cmodel *cm, salloc *a) {
         if (mq > s->apart_floats) s->apart_floats = mq;
     }
     s->apart = (float *)sa(a, s->apart_floats * 4);
+    {
+        const size_t xcs = cm->xo_cs > cm->xd_cs ? cm->xo_cs : cm->xd_cs;
+        s->xpart = (float *)sa(a, (xcs > 0 ? xcs : 1) * H * De * 4);
+    }
     s->rope_c = (float *)sa(a, (size_t)s->Smax * hd / 2 * 4);
     s->rope_s = (float *)sa(a, (size_t)s->Smax * hd / 2 * 4);
     s->xa = (float *)sa(a, H * A * 4);
@@ -647,6 +690,9 @@ static pi0_status cu_session_init(pi0_session *ss) {
     /* programmatic dependent launch along the expert's kernel chain (RMSNorm, streaming GEMM, MQA attention):
      * each kernel starts streaming its weights while its predecessor still runs */
     s->pdl = (ss->experimental & PI0_EXP_PDL) ? CUK_PDL : 0;
+    /* the expert's o / down projections leave their split-K partials unreduced (no cluster reduction); the
+     * RMSNorm that follows adds them to the residual (bench/NOTES.md item 27) */
+    s->xpart_on = !(ss->experimental & PI0_EXP_NO_XPART);
     if ((ss->experimental & PI0_EXP_OP_TIMES) && ss->profile_stages) {
         s->optime = 1;
         s->mev = (cudaEvent_t *)calloc(4096, sizeof(cudaEvent_t));
@@ -841,6 +887,39 @@ static pi0_status skinny(fctx *f, int T, const bf *X, int ldx, const bf *W, int 
     return PI0_OK;
 }
 
+/* RMSNorm of rows [row0, row0 + rows) of the residual x into y; when the expert's last projection left its split-K
+ * partials unreduced (s->xpend), they are added to those rows of x first (and consumed). */
+static pi0_status rms_norm(fctx *f, float *x, const float *w, void *y, int ydt, int row0, int rows, int D) {
+    csess *s = f->s;
+    float *xr = x + (size_t)row0 * D;
+    if (s->xpend && x == s->xe) {
+        CU(cuk_rmsnorm_acc(f->st, xr, s->xpart + (size_t)row0 * D, s->xpend, (long long)s->xpend_T * D, D, w, y, ydt,
+                           rows, D, kEps));
+        s->xpend = 0;
+        return PI0_OK;
+    }
+    CU(cuk_rmsnorm(f->st, xr, w, y, ydt, rows, D, kEps));
+    return PI0_OK;
+}
+
+/* Expert projection X (T, K) -> residual x (T, D) as unreduced split-K partials left for the next rms_norm; *done = 0
+ * when not taken (no packed weights, T > 64, switched off). */
+static pi0_status xpart_linear(fctx *f, int T, const bf *X, int K, const bf *Wp, int bn, int cs, int D, int *done) {
+    csess *s = f->s;
+    *done = 0;
+    if (!s->xpart_on || !Wp || T > 64 || s->xpend) return PI0_OK;
+    cudaError_t e = cuk_skinny_linear_cfg(f->st, X, K, T, Wp, D, K, CUK_SK_PARTIAL | CUK_SK_PACKED | s->pdl, s->xpart,
+                                          D, bn, cs, 0);
+    if (e == cudaErrorInvalidValue) return PI0_OK;
+    if (e != cudaSuccess)
+        return pi0_fail(PI0_ERR_BACKEND, "cuk_skinny_linear(partial, T=%d N=%d K=%d) failed: %s", T, D, K,
+                        cudaGetErrorString(e));
+    s->xpend = cs;
+    s->xpend_T = T;
+    *done = 1;
+    return PI0_OK;
+}
+
 /* One Gemma layer over T tokens at positions pos0.. (keys: cache rows [0, pos0+T)). */
 /* state_rows > 0: the first token is the state token, which sees only keys [0, pos0 + 1). */
 static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F, float *x, int T, int pos0,
@@ -854,7 +933,8 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
     const char *tag = D == c->llm_width ? "llm" : T == 1 ? "state" : "exp";
     /* the few-token chain (norms, streaming GEMMs, MQA attention) may run under PDL */
     const int pdl = T <= 64 ? s->pdl : 0;
-    CU(cuk_rmsnorm(st, x, Lw->attn_norm, s->h, CUK_BF16 | pdl, T, D, kEps));
+    const int xo_bn = f->cm->xo_bn, xo_cs = f->cm->xo_cs, xd_bn = f->cm->xd_bn, xd_cs = f->cm->xd_cs;
+    PI0_TRY(rms_norm(f, x, Lw->attn_norm, s->h, CUK_BF16 | pdl, 0, T, D));
     mark(f, tag, "norm");
     int done = 0;
     if (kv_only) {
@@ -929,12 +1009,13 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
     a.alpha = 1.f; a.beta = 0.f; a.batch = 1;
     PI0_TRY(pi0_gemm(s->g, st, &a));
     }
-    PI0_TRY(skinny(f, T, s->o, qd, Lw->o_w, D, qd, CUK_SK_RESID, x, D, &done));
+    PI0_TRY(xpart_linear(f, T, s->o, qd, Lw->o_wp, xo_bn, xo_cs, D, &done));
+    if (!done) PI0_TRY(skinny(f, T, s->o, qd, Lw->o_w, D, qd, CUK_SK_RESID, x, D, &done));
     if (!done)
         PI0_TRY(pi0_linear(s->g, st, T, D, qd, s->o, qd, GEMM_BF16, Lw->o_w, qd, GEMM_BF16, x, D, GEMM_F32, 1.f,
                            GEMM_EPI_NONE, NULL));
     mark(f, tag, "attn_pv_o");
-    CU(cuk_rmsnorm(st, x, Lw->ffn_norm, s->h, CUK_BF16 | pdl, T, D, kEps));
+    PI0_TRY(rms_norm(f, x, Lw->ffn_norm, s->h, CUK_BF16 | pdl, 0, T, D));
     mark(f, tag, "norm");
     PI0_TRY(skinny(f, T, s->h, D, Lw->gu_w, 2 * F, D, CUK_SK_GEGLU, s->act, F, &done));
     if (!done) {
@@ -944,7 +1025,8 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
         CU(cuk_geglu(st, s->ffn, s->act, T, F));
     }
     mark(f, tag, "gate_up_geglu");
-    PI0_TRY(skinny(f, T, s->act, F, Lw->down_w, D, F, CUK_SK_RESID, x, D, &done));
+    PI0_TRY(xpart_linear(f, T, s->act, F, Lw->down_wp, xd_bn, xd_cs, D, &done));
+    if (!done) PI0_TRY(skinny(f, T, s->act, F, Lw->down_w, D, F, CUK_SK_RESID, x, D, &done));
     if (!done)
         PI0_TRY(pi0_linear(s->g, st, T, D, F, s->act, F, GEMM_BF16, Lw->down_w, F, GEMM_BF16, x, D, GEMM_F32, 1.f,
                            GEMM_EPI_NONE, NULL));
@@ -970,6 +1052,7 @@ static pi0_status state_forward(fctx *f, int P) {
     csess *s = f->s;
     cmodel *cm = f->cm;
     const int De = c->exp_width, A = c->action_dim;
+    s->xpend = 0; /* xe is rewritten */
     CU(cuk_small_mm(f->st, 1, De, A, s->state, 0, 1, cm->state_w, 1, A, cm->state_b, NULL, 0, s->xe, CUK_F32, De));
     for (int l = 0; l < c->llm_depth; l++)
         PI0_TRY(gemma_layer(f, &cm->exp[l], l, De, c->exp_mlp, s->xe, 1, P, l == c->llm_depth - 1, 0));
@@ -987,6 +1070,7 @@ static pi0_status step_forward(fctx *f, int P, const float *cvec, int euler, flo
     cmodel *cm = f->cm;
     const int De = c->exp_width, A = c->action_dim, H = s->H;
     float *xact = with_state ? s->xe + De : s->xe;
+    s->xpend = 0; /* xe is rewritten */
     if (with_state)
         CU(cuk_small_mm(f->st, 1, De, A, s->state, 0, 1, cm->state_w, 1, A, cm->state_b, NULL, 0, s->xe, CUK_F32, De));
     CU(cuk_small_mm(f->st, H, De, A, s->xa, A, 1, cm->fold_w, 1, A, NULL, cvec, 1, s->hs, CUK_F32, De));
@@ -996,7 +1080,7 @@ static pi0_status step_forward(fctx *f, int P, const float *cvec, int euler, flo
     for (int l = 0; l < c->llm_depth; l++)
         PI0_TRY(gemma_layer(f, &cm->exp[l], l, De, c->exp_mlp, s->xe, H + with_state, with_state ? P : P + 1, 0,
                             with_state ? c->num_heads : 0));
-    CU(cuk_rmsnorm(f->st, xact, cm->exp_norm, s->yf, CUK_F32, H, De, kEps));
+    PI0_TRY(rms_norm(f, s->xe, cm->exp_norm, s->yf, CUK_F32, with_state ? 1 : 0, H, De));
     PI0_TRY(pi0_linear(s->g, f->st, H, A, De, s->yf, De, GEMM_F32, cm->aout_w, De, GEMM_F32, s->vel, A, GEMM_F32, 0.f,
                        GEMM_EPI_BIAS, cm->aout_b));
     mark(f, "exp", "head_out");

@@ -40,6 +40,15 @@ void cuk_layernorm_ref(const float *x, const float *g, const float *b, uint16_t 
 cudaError_t cuk_rmsnorm(cudaStream_t st, const float *x, const float *w, void *y, int ydt, int rows,
                         int width, float eps);
 void cuk_rmsnorm_ref(const float *x, const float *w, void *y, int ydt, int rows, int width, float eps);
+/*
+ * The consumer of a few-token GEMM's unreduced split-K partials (cuk_skinny_linear, CUK_SK_PARTIAL): for each row r,
+ * x[r] += part[0][r] + part[1][r] + ... + part[np-1][r] (summed in that order, f32; part[c][r] at
+ * part + c * pstride + r * ldp), then the Gemma RMSNorm of the updated row into y as cuk_rmsnorm. x is updated.
+ */
+cudaError_t cuk_rmsnorm_acc(cudaStream_t st, float *x, const float *part, int np, long long pstride, int ldp,
+                            const float *w, void *y, int ydt, int rows, int width, float eps);
+void cuk_rmsnorm_acc_ref(float *x, const float *part, int np, long long pstride, int ldp, const float *w, void *y,
+                         int ydt, int rows, int width, float eps);
 
 /*
  * RoPE + scatter of a fused QKV row block (num_kv_heads == 1):
@@ -182,6 +191,8 @@ enum { CUK_SK_PACKED = 1 << 17 };
  * (0: the shape does not fit); the packer (one launch on st) writes it from W (N, K).
  */
 size_t cuk_skinny_packed_elems(int N, int K, int mode, int nh, int hd, int bn, int cs);
+/* resolve a tile choice (*bn, *cs; 0, 0: the automatic one) for that shape: 1, or 0 (and 0, 0) when it does not fit */
+int cuk_skinny_packed_tiles(int N, int K, int mode, int nh, int hd, int *bn, int *cs);
 cudaError_t cuk_skinny_pack(cudaStream_t st, const uint16_t *W, int N, int K, int mode, int nh, int hd, int bn, int cs,
                             uint16_t *Wp);
 /* playground only (dev/cuda/skinny.cu): later packed launches write 8 %globaltimer stamps per CTA to tl (NULL: off) */

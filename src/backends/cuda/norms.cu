@@ -91,6 +91,69 @@ cudaError_t cuk_rmsnorm(cudaStream_t st, const float *x, const float *w, void *y
     LAUNCH_RET();
 }
 
+/* ---------------- residual += split-K partials, then RMSNorm (1+w) ---------------- */
+/* The consumer of an unreduced few-token GEMM (CUK_SK_PARTIAL): the np partials of a row are summed in rank order,
+ * added to the residual row once (x is updated: it is the residual stream), and the row is normalised. */
+template <int YDT>
+__global__ void k_rmsnorm_acc(float *x, const float *part, int np, long long pstride, int ldp, const float *wt, void *y,
+                              int width, float eps) {
+    extern __shared__ float row[];
+    __shared__ float red[33];
+    long long r = blockIdx.x;
+    float *xr = x + r * width;
+    const float *pr = part + r * ldp;
+    pdl_trigger();
+    pdl_wait();
+    float q = 0.f;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) {
+        float s = pr[i];
+        for (int c = 1; c < np; c++) s += pr[c * pstride + i];
+        const float v = xr[i] + s;
+        xr[i] = v;
+        row[i] = v;
+        q += v * v;
+    }
+    float rs = rsqrtf(block_sum(q, red) / (float)width + eps);
+    for (int i = threadIdx.x; i < width; i += blockDim.x) {
+        float v = row[i] * rs * (1.f + wt[i]);
+        if (YDT == CUK_BF16) st_bf((uint16_t *)y, r * width + i, v);
+        else ((float *)y)[r * width + i] = v;
+    }
+}
+
+cudaError_t cuk_rmsnorm_acc(cudaStream_t st, float *x, const float *part, int np, long long pstride, int ldp,
+                            const float *w, void *y, int ydt, int rows, int width, float eps) {
+    if (rows <= 0) return cudaSuccess;
+    if (np < 1 || !part) return cudaErrorInvalidValue;
+    const int pdl = ydt & CUK_PDL;
+    ydt &= ~CUK_PDL;
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDim = dim3((unsigned)rows);
+    cfg.blockDim = dim3(NORM_THREADS);
+    cfg.dynamicSmemBytes = (size_t)width * sizeof(float);
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    cfg.attrs = at;
+    pdl_attr(at, &cfg.numAttrs, pdl);
+    cudaError_t e = ydt == CUK_BF16
+                        ? cudaLaunchKernelEx(&cfg, k_rmsnorm_acc<CUK_BF16>, x, part, np, pstride, ldp, w, y, width, eps)
+                        : cudaLaunchKernelEx(&cfg, k_rmsnorm_acc<CUK_F32>, x, part, np, pstride, ldp, w, y, width, eps);
+    if (e != cudaSuccess) return e;
+    LAUNCH_RET();
+}
+
+void cuk_rmsnorm_acc_ref(float *x, const float *part, int np, long long pstride, int ldp, const float *w, void *y,
+                         int ydt, int rows, int width, float eps) {
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < width; i++) {
+            float s = part[(size_t)r * ldp + i];
+            for (int c = 1; c < np; c++) s += part[(size_t)c * pstride + (size_t)r * ldp + i];
+            x[(size_t)r * width + i] += s;
+        }
+    cuk_rmsnorm_ref(x, w, y, ydt, rows, width, eps);
+}
+
 void cuk_rmsnorm_ref(const float *x, const float *w, void *y, int ydt, int rows, int width, float eps) {
     for (int r = 0; r < rows; r++) {
         double q = 0;

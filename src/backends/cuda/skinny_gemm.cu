@@ -616,6 +616,12 @@ size_t cuk_skinny_packed_elems(int N, int K, int mode, int nh, int hd, int bn, i
     return nblk ? (size_t)nblk * cs * bn * tm_ks(K, cs) : 0;
 }
 
+int cuk_skinny_packed_tiles(int N, int K, int mode, int nh, int hd, int *bn, int *cs) {
+    sk_epi e = sk_shape_epi(N, K, mode, nh, hd);
+    if (!tm_config(e, bn, cs)) *bn = *cs = 0;
+    return *bn > 0;
+}
+
 cudaError_t cuk_skinny_pack(cudaStream_t st, const uint16_t *W, int N, int K, int mode, int nh, int hd, int bn, int cs,
                             uint16_t *Wp) {
     sk_epi e = sk_shape_epi(N, K, mode, nh, hd);
