@@ -93,8 +93,10 @@ cudaError_t cuk_rmsnorm(cudaStream_t st, const float *x, const float *w, void *y
 
 /* ---------------- residual += split-K partials, then RMSNorm (1+w) ---------------- */
 /* The consumer of an unreduced few-token GEMM (CUK_SK_PARTIAL): the np partials of a row are summed in rank order,
- * added to the residual row once (x is updated: it is the residual stream), and the row is normalised. */
-template <int YDT>
+ * added to the residual row once (x is updated: it is the residual stream), and the row is normalised. NP > 0:
+ * np == NP, float4 columns with every partial's load issued at once (one L2 round trip, not np dependent ones);
+ * NP == 0: any np, scalar. */
+template <int YDT, int NP>
 __global__ void k_rmsnorm_acc(float *x, const float *part, int np, long long pstride, int ldp, const float *wt, void *y,
                               int width, float eps) {
     extern __shared__ float row[];
@@ -105,20 +107,49 @@ __global__ void k_rmsnorm_acc(float *x, const float *part, int np, long long pst
     pdl_trigger();
     pdl_wait();
     float q = 0.f;
-    for (int i = threadIdx.x; i < width; i += blockDim.x) {
-        float s = pr[i];
-        for (int c = 1; c < np; c++) s += pr[c * pstride + i];
-        const float v = xr[i] + s;
-        xr[i] = v;
-        row[i] = v;
-        q += v * v;
+    if (NP > 0) {
+        for (int i = threadIdx.x * 4; i < width; i += blockDim.x * 4) {
+            float4 p[NP];
+#pragma unroll
+            for (int c = 0; c < NP; c++) p[c] = *(const float4 *)(pr + c * pstride + i);
+            float4 v = *(const float4 *)(xr + i), s = p[0];
+#pragma unroll
+            for (int c = 1; c < NP; c++) s.x += p[c].x, s.y += p[c].y, s.z += p[c].z, s.w += p[c].w;
+            v.x += s.x, v.y += s.y, v.z += s.z, v.w += s.w;
+            *(float4 *)(xr + i) = v;
+            *(float4 *)(row + i) = v;
+            q += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+    } else {
+        for (int i = threadIdx.x; i < width; i += blockDim.x) {
+            float s = pr[i];
+            for (int c = 1; c < np; c++) s += pr[c * pstride + i];
+            const float v = xr[i] + s;
+            xr[i] = v;
+            row[i] = v;
+            q += v * v;
+        }
     }
-    float rs = rsqrtf(block_sum(q, red) / (float)width + eps);
+    float rs = rsqrtf(block_sum(q, red) / (float)width + eps); /* its barrier also publishes row[] */
     for (int i = threadIdx.x; i < width; i += blockDim.x) {
         float v = row[i] * rs * (1.f + wt[i]);
         if (YDT == CUK_BF16) st_bf((uint16_t *)y, r * width + i, v);
         else ((float *)y)[r * width + i] = v;
     }
+}
+
+template <int YDT>
+static cudaError_t rmsnorm_acc_launch(cudaLaunchConfig_t *cfg, float *x, const float *part, int np, long long pstride,
+                                      int ldp, const float *w, void *y, int width, float eps) {
+    const bool v4 = width % 4 == 0 && ldp % 4 == 0 && pstride % 4 == 0 && ((uintptr_t)x & 15) == 0 &&
+                    ((uintptr_t)part & 15) == 0;
+#define RMS_ACC(n) cudaLaunchKernelEx(cfg, k_rmsnorm_acc<YDT, n>, x, part, np, pstride, ldp, w, y, width, eps)
+    if (v4 && np == 1) return RMS_ACC(1);
+    if (v4 && np == 2) return RMS_ACC(2);
+    if (v4 && np == 4) return RMS_ACC(4);
+    if (v4 && np == 8) return RMS_ACC(8);
+    return RMS_ACC(0);
+#undef RMS_ACC
 }
 
 cudaError_t cuk_rmsnorm_acc(cudaStream_t st, float *x, const float *part, int np, long long pstride, int ldp,
@@ -136,9 +167,8 @@ cudaError_t cuk_rmsnorm_acc(cudaStream_t st, float *x, const float *part, int np
     cudaLaunchAttribute at[1];
     cfg.attrs = at;
     pdl_attr(at, &cfg.numAttrs, pdl);
-    cudaError_t e = ydt == CUK_BF16
-                        ? cudaLaunchKernelEx(&cfg, k_rmsnorm_acc<CUK_BF16>, x, part, np, pstride, ldp, w, y, width, eps)
-                        : cudaLaunchKernelEx(&cfg, k_rmsnorm_acc<CUK_F32>, x, part, np, pstride, ldp, w, y, width, eps);
+    cudaError_t e = ydt == CUK_BF16 ? rmsnorm_acc_launch<CUK_BF16>(&cfg, x, part, np, pstride, ldp, w, y, width, eps)
+                                    : rmsnorm_acc_launch<CUK_F32>(&cfg, x, part, np, pstride, ldp, w, y, width, eps);
     if (e != cudaSuccess) return e;
     LAUNCH_RET();
 }
