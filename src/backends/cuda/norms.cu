@@ -109,7 +109,7 @@ __global__ void k_rmsnorm_acc(float *x, const float *part, int np, long long pst
     float q = 0.f;
     if (NP > 0) {
         for (int i = threadIdx.x * 4; i < width; i += blockDim.x * 4) {
-            float4 p[NP];
+            float4 p[NP > 0 ? NP : 1];
 #pragma unroll
             for (int c = 0; c < NP; c++) p[c] = *(const float4 *)(pr + c * pstride + i);
             float4 v = *(const float4 *)(xr + i), s = p[0];
