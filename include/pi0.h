@@ -126,8 +126,8 @@ typedef struct {
 #define PI0_EXP_PDL 512u         /* programmatic dependent launch of the expert's RMSNorm, MQA attention and (with
                                   * SKINNY_GEMM) streaming GEMMs: each may start while its predecessor runs */
 #define PI0_EXP_FLASH_MMA 2048u   /* ViT / prefill attention through the mma.sync flash kernel, not the wgmma one */
-#define PI0_EXP_NO_XPART 4096u    /* expert o / down projections through cuBLASLt with the residual epilogue (v32)
-                                   * instead of unreduced split-K GEMMs summed by the next RMSNorm */
+#define PI0_EXP_XPART 4096u       /* expert o / down projections as unreduced split-K GEMMs of ours (packed weights)
+                                   * summed into the residual by the next RMSNorm, not cuBLASLt with a residual epilogue */
 pi0_session_params pi0_session_default_params(void);
 
 pi0_status pi0_session_create(pi0_model *model, const pi0_session_params *params, pi0_session **out);

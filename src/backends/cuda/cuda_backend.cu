@@ -690,9 +690,9 @@ static pi0_status cu_session_init(pi0_session *ss) {
     /* programmatic dependent launch along the expert's kernel chain (RMSNorm, streaming GEMM, MQA attention):
      * each kernel starts streaming its weights while its predecessor still runs */
     s->pdl = (ss->experimental & PI0_EXP_PDL) ? CUK_PDL : 0;
-    /* the expert's o / down projections leave their split-K partials unreduced (no cluster reduction); the
-     * RMSNorm that follows adds them to the residual (bench/NOTES.md item 27) */
-    s->xpart_on = !(ss->experimental & PI0_EXP_NO_XPART);
+    /* the expert's o / down projections as unreduced split-K GEMMs summed by the next RMSNorm: faster per call
+     * eagerly, but E2E 17.53 vs 17.28 ms in the graph (bench/NOTES.md item 27): opt-in */
+    s->xpart_on = (ss->experimental & PI0_EXP_XPART) != 0;
     if ((ss->experimental & PI0_EXP_OP_TIMES) && ss->profile_stages) {
         s->optime = 1;
         s->mev = (cudaEvent_t *)calloc(4096, sizeof(cudaEvent_t));
