@@ -128,6 +128,8 @@ typedef struct {
 #define PI0_EXP_FLASH_MMA 2048u   /* ViT / prefill attention through the mma.sync flash kernel, not the wgmma one */
 #define PI0_EXP_XPART 4096u       /* expert o / down projections as unreduced split-K GEMMs of ours (packed weights)
                                    * summed into the residual by the next RMSNorm, not cuBLASLt with a residual epilogue */
+#define PI0_EXP_VIT_CHAINS 8192u  /* ViT: one chain of layers per camera on its own stream (concurrent graph branches)
+                                   * instead of one chain over all cameras' tokens */
 pi0_session_params pi0_session_default_params(void);
 
 pi0_status pi0_session_create(pi0_model *model, const pi0_session_params *params, pi0_session **out);

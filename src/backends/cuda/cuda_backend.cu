@@ -435,6 +435,7 @@ typedef struct {
     float *apart;    /* split-key attention partials */
     float *xpart;    /* (cs, T, De) unreduced split-K partials of the expert's o / down projection (xpart_on) */
     int xpart_on;    /* expert o / down as CUK_SK_PARTIAL GEMMs summed into the residual by the next RMSNorm */
+    int vit_chains;  /* ViT: one chain of layers per camera on its own stream (PI0_EXP_VIT_CHAINS) */
     int xpend, xpend_T; /* partials (count, their T) waiting in xpart to be added to the expert residual xe */
     int skinny;      /* cuk_skinny_linear for T <= 64 (expert, state token); opt-in: PI0_CUDA_SKINNY=1 */
     int pdl;         /* CUK_PDL or 0: programmatic dependent launch along the expert chain (PI0_EXP_PDL) */
@@ -693,6 +694,9 @@ static pi0_status cu_session_init(pi0_session *ss) {
     /* the expert's o / down projections as unreduced split-K GEMMs summed by the next RMSNorm: faster per call
      * eagerly, but E2E 17.53 vs 17.28 ms in the graph (bench/NOTES.md item 27): opt-in */
     s->xpart_on = (ss->experimental & PI0_EXP_XPART) != 0;
+    s->vit_chains = (ss->experimental & PI0_EXP_VIT_CHAINS) != 0;
+    if (s->vit_chains && !(ss->experimental & PI0_EXP_NO_TUNE)) /* the chains' 256-token GEMMs are tuned too */
+        for (int c = 0; c < PI0_NUM_CAMERAS; c++) pi0_gemm_ctx_set_tuning(s->vg[c], s->tune, s->tune_bytes, 256);
     if ((ss->experimental & PI0_EXP_OP_TIMES) && ss->profile_stages) {
         s->optime = 1;
         s->mev = (cudaEvent_t *)calloc(4096, sizeof(cudaEvent_t));
@@ -793,45 +797,45 @@ static void optime_report(csess *s) {
                 s->bcnt[b] / s->nruns_opt, 1e3 * s->bms[b] / (double)(s->bcnt[b] ? s->bcnt[b] : 1));
 }
 
-static pi0_status vit_forward(fctx *f, int ncam, float *xout) {
+/*
+ * The SigLIP layers over cameras [cam0, cam0 + ncam) (their rows of the ViT scratch) on stream st with GEMM context g.
+ * chain: st is one of several concurrent per-camera chains (the unfused attention fallback then stays on st).
+ */
+static pi0_status vit_layers(fctx *f, cudaStream_t st, pi0_gemm_ctx *g, int cam0, int ncam, int chain) {
     const pi0_config *c = f->c;
     cmodel *cm = f->cm;
     csess *s = f->s;
-    cudaStream_t st = f->st;
     const int W = c->vit_width, M = c->vit_mlp, np = s->np, T = ncam * np, nhv = c->vit_heads, vhd = W / nhv;
-    const int D = c->llm_width, ldl = (int)round8(np);
-    if (ncam <= 0) return PI0_OK;
-    CU(cuk_im2col(st, s->img, s->patches, ncam, c->image_size, c->patch_size, cm->patch_ld));
-    mark(f, "vit", "im2col");
-    PI0_TRY(pi0_linear(s->g, st, T, W, cm->patch_ld, s->patches, cm->patch_ld, GEMM_BF16, cm->patch_w, cm->patch_ld,
-                       GEMM_BF16, s->pf32, W, GEMM_F32, 0.f, GEMM_EPI_BIAS, cm->patch_b));
-    mark(f, "vit", "patch_gemm");
-    CU(cuk_add_pos(st, s->pf32, cm->pos_emb, s->vx, T, np, W));
-    mark(f, "vit", "add_pos");
+    const int ldl = (int)round8(np);
+    const size_t r0 = (size_t)cam0 * np;
+    float *vx = s->vx + r0 * W;
+    bf *vh = s->vh + r0 * W, *vqkv = s->vqkv + r0 * 3 * W, *vo = s->vo + r0 * W, *vmlp = s->vmlp + r0 * M;
     const float scale = 1.f / sqrtf((float)vhd);
     for (int l = 0; l < c->vit_depth; l++) {
         const dvit *v = &cm->vit[l];
-        CU(cuk_layernorm(st, s->vx, v->ln1_w, v->ln1_b, s->vh, T, W, kEps));
+        CU(cuk_layernorm(st, vx, v->ln1_w, v->ln1_b, vh, T, W, kEps));
         mark(f, "vit", "ln");
-        PI0_TRY(pi0_linear(s->g, st, T, 3 * W, W, s->vh, W, GEMM_BF16, v->qkv_w, W, GEMM_BF16, s->vqkv, 3 * W,
-                           GEMM_BF16, 0.f, GEMM_EPI_BIAS, v->qkv_b));
+        PI0_TRY(pi0_linear(g, st, T, 3 * W, W, vh, W, GEMM_BF16, v->qkv_w, W, GEMM_BF16, vqkv, 3 * W, GEMM_BF16, 0.f,
+                           GEMM_EPI_BIAS, v->qkv_b));
         mark(f, "vit", "qkv");
         /* attention: all cameras x heads in one fused flash-attention launch; fallback (shape not taken, or
-         * PI0_EXP_NO_FLASH_ATTN): each camera's cuBLASLt QK^T + softmax + PV on its own forked stream */
+         * PI0_EXP_NO_FLASH_ATTN): each camera's cuBLASLt QK^T + softmax + PV on its own forked stream (in a
+         * per-camera chain: on the chain's stream) */
         cudaError_t fe = cudaErrorInvalidValue;
         if (s->flash_attn) {
-            fe = cuk_flash_attn_vit(st, s->vqkv, ncam, np, nhv, vhd, scale, s->vo, s->flash_variant);
+            fe = cuk_flash_attn_vit(st, vqkv, ncam, np, nhv, vhd, scale, vo, s->flash_variant);
             if (fe != cudaSuccess && fe != cudaErrorInvalidValue)
                 return pi0_fail(PI0_ERR_BACKEND, "cuk_flash_attn_vit(ncam=%d hd=%d) failed: %s", ncam, vhd,
                                 cudaGetErrorString(fe));
         }
-        if (fe != cudaSuccess) CU(cudaEventRecord(s->ev_fork, st));
+        if (fe != cudaSuccess && !chain) CU(cudaEventRecord(s->ev_fork, st));
         for (int cam = 0; cam < ncam && fe != cudaSuccess; cam++) {
-            cudaStream_t cs = s->vst[cam];
-            CU(cudaStreamWaitEvent(cs, s->ev_fork, 0));
-            const bf *base = s->vqkv + (size_t)cam * np * 3 * W;
-            float *lg = s->logits + (size_t)cam * nhv * np * ldl;
-            bf *pr = s->probs + (size_t)cam * nhv * np * ldl;
+            cudaStream_t cs = chain ? st : s->vst[cam];
+            pi0_gemm_ctx *cg = chain ? g : s->vg[cam];
+            if (!chain) CU(cudaStreamWaitEvent(cs, s->ev_fork, 0));
+            const bf *base = vqkv + (size_t)cam * np * 3 * W;
+            float *lg = s->logits + (size_t)(cam0 + cam) * nhv * np * ldl;
+            bf *pr = s->probs + (size_t)(cam0 + cam) * nhv * np * ldl;
             pi0_gemm_args a;
             memset(&a, 0, sizeof a);
             a.m = np; a.n = np; a.k = vhd;
@@ -840,31 +844,61 @@ static pi0_status vit_forward(fctx *f, int ncam, float *xout) {
             a.C = lg; a.ldc = ldl; a.tc = GEMM_F32;
             a.alpha = scale; a.beta = 0.f;
             a.batch = nhv; a.sA = vhd; a.sB = vhd; a.sC = (long long)np * ldl;
-            PI0_TRY(pi0_gemm(s->vg[cam], cs, &a));
+            PI0_TRY(pi0_gemm(cg, cs, &a));
             CU(cuk_softmax(cs, lg, ldl, pr, ldl, nhv * np, np));
             memset(&a, 0, sizeof a);
             a.m = vhd; a.n = np; a.k = np;
             a.A = base + 2 * W; a.lda = 3 * W; a.opA = 0; a.ta = GEMM_BF16;
             a.B = pr; a.ldb = ldl; a.opB = 0; a.tb = GEMM_BF16;
-            a.C = s->vo + (size_t)cam * np * W; a.ldc = W; a.tc = GEMM_BF16;
+            a.C = vo + (size_t)cam * np * W; a.ldc = W; a.tc = GEMM_BF16;
             a.alpha = 1.f; a.beta = 0.f;
             a.batch = nhv; a.sA = vhd; a.sB = (long long)np * ldl; a.sC = vhd;
-            PI0_TRY(pi0_gemm(s->vg[cam], cs, &a));
-            CU(cudaEventRecord(s->ev_join[cam], cs));
+            PI0_TRY(pi0_gemm(cg, cs, &a));
+            if (!chain) CU(cudaEventRecord(s->ev_join[cam], cs));
         }
-        for (int cam = 0; cam < ncam && fe != cudaSuccess; cam++) CU(cudaStreamWaitEvent(st, s->ev_join[cam], 0));
+        for (int cam = 0; cam < ncam && fe != cudaSuccess && !chain; cam++) CU(cudaStreamWaitEvent(st, s->ev_join[cam], 0));
         mark(f, "vit", "attn");
-        PI0_TRY(pi0_linear(s->g, st, T, W, W, s->vo, W, GEMM_BF16, v->o_w, W, GEMM_BF16, s->vx, W, GEMM_F32, 1.f,
-                           GEMM_EPI_BIAS, v->o_b));
+        PI0_TRY(pi0_linear(g, st, T, W, W, vo, W, GEMM_BF16, v->o_w, W, GEMM_BF16, vx, W, GEMM_F32, 1.f, GEMM_EPI_BIAS,
+                           v->o_b));
         mark(f, "vit", "attn_pv_o");
-        CU(cuk_layernorm(st, s->vx, v->ln2_w, v->ln2_b, s->vh, T, W, kEps));
+        CU(cuk_layernorm(st, vx, v->ln2_w, v->ln2_b, vh, T, W, kEps));
         mark(f, "vit", "ln");
-        PI0_TRY(pi0_linear(s->g, st, T, M, W, s->vh, W, GEMM_BF16, v->fc1_w, W, GEMM_BF16, s->vmlp, M, GEMM_BF16, 0.f,
+        PI0_TRY(pi0_linear(g, st, T, M, W, vh, W, GEMM_BF16, v->fc1_w, W, GEMM_BF16, vmlp, M, GEMM_BF16, 0.f,
                            GEMM_EPI_GELU_BIAS, v->fc1_b));
         mark(f, "vit", "fc1");
-        PI0_TRY(pi0_linear(s->g, st, T, W, M, s->vmlp, M, GEMM_BF16, v->fc2_w, M, GEMM_BF16, s->vx, W, GEMM_F32, 1.f,
+        PI0_TRY(pi0_linear(g, st, T, W, M, vmlp, M, GEMM_BF16, v->fc2_w, M, GEMM_BF16, vx, W, GEMM_F32, 1.f,
                            GEMM_EPI_BIAS, v->fc2_b));
         mark(f, "vit", "fc2");
+    }
+    return PI0_OK;
+}
+
+static pi0_status vit_forward(fctx *f, int ncam, float *xout) {
+    const pi0_config *c = f->c;
+    cmodel *cm = f->cm;
+    csess *s = f->s;
+    cudaStream_t st = f->st;
+    const int W = c->vit_width, np = s->np, T = ncam * np;
+    const int D = c->llm_width;
+    if (ncam <= 0) return PI0_OK;
+    CU(cuk_im2col(st, s->img, s->patches, ncam, c->image_size, c->patch_size, cm->patch_ld));
+    mark(f, "vit", "im2col");
+    PI0_TRY(pi0_linear(s->g, st, T, W, cm->patch_ld, s->patches, cm->patch_ld, GEMM_BF16, cm->patch_w, cm->patch_ld,
+                       GEMM_BF16, s->pf32, W, GEMM_F32, 0.f, GEMM_EPI_BIAS, cm->patch_b));
+    mark(f, "vit", "patch_gemm");
+    CU(cuk_add_pos(st, s->pf32, cm->pos_emb, s->vx, T, np, W));
+    mark(f, "vit", "add_pos");
+    if (s->vit_chains && ncam > 1) {
+        /* one chain per camera on its own stream (captured as parallel graph branches) */
+        CU(cudaEventRecord(s->ev_fork, st));
+        for (int cam = 0; cam < ncam; cam++) {
+            CU(cudaStreamWaitEvent(s->vst[cam], s->ev_fork, 0));
+            PI0_TRY(vit_layers(f, s->vst[cam], s->vg[cam], cam, 1, 1));
+            CU(cudaEventRecord(s->ev_join[cam], s->vst[cam]));
+        }
+        for (int cam = 0; cam < ncam; cam++) CU(cudaStreamWaitEvent(st, s->ev_join[cam], 0));
+    } else {
+        PI0_TRY(vit_layers(f, st, s->g, 0, ncam, 0));
     }
     CU(cuk_layernorm(st, s->vx, cm->post_w, cm->post_b, s->vh, T, W, kEps));
     PI0_TRY(pi0_linear(s->g, st, T, D, W, s->vh, W, GEMM_BF16, cm->proj_w, W, GEMM_BF16, xout, D, GEMM_F32, 0.f,
