@@ -130,6 +130,8 @@ typedef struct {
                                    * summed into the residual by the next RMSNorm, not cuBLASLt with a residual epilogue */
 #define PI0_EXP_VIT_CHAINS 8192u  /* ViT: one chain of layers per camera on its own stream (concurrent graph branches)
                                    * instead of one chain over all cameras' tokens */
+#define PI0_EXP_L2_KV 16384u      /* keep the K/V cache in a persisting L2 window (cudaLimitPersistingL2CacheSize is set
+                                   * device-wide) so the expert's streamed weights do not evict it between steps */
 pi0_session_params pi0_session_default_params(void);
 
 pi0_status pi0_session_create(pi0_model *model, const pi0_session_params *params, pi0_session **out);

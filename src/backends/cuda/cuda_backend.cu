@@ -435,6 +435,8 @@ typedef struct {
     float *apart;    /* split-key attention partials */
     float *xpart;    /* (cs, T, De) unreduced split-K partials of the expert's o / down projection (xpart_on) */
     int xpart_on;    /* expert o / down as CUK_SK_PARTIAL GEMMs summed into the residual by the next RMSNorm */
+    int l2_kv;       /* K/V cache in a persisting L2 access-policy window (PI0_EXP_L2_KV): kvwin on every kernel */
+    cudaAccessPolicyWindow kvwin;
     int vit_chains;  /* ViT: one chain of layers per camera on its own stream (PI0_EXP_VIT_CHAINS) */
     int xpend, xpend_T; /* partials (count, their T) waiting in xpart to be added to the expert residual xe */
     int skinny;      /* cuk_skinny_linear for T <= 64 (expert, state token); opt-in: PI0_CUDA_SKINNY=1 */
@@ -695,6 +697,28 @@ static pi0_status cu_session_init(pi0_session *ss) {
      * eagerly, but E2E 17.53 vs 17.28 ms in the graph (bench/NOTES.md item 27): opt-in */
     s->xpart_on = (ss->experimental & PI0_EXP_XPART) != 0;
     s->vit_chains = (ss->experimental & PI0_EXP_VIT_CHAINS) != 0;
+    if (ss->experimental & PI0_EXP_L2_KV) {
+        /* the expert streams 0.62 GB of weights per step through the 50 MB L2, evicting the 16 MB K/V cache it
+         * attends to in every layer; a persisting window keeps the K/V lines */
+        int maxp = 0, maxw = 0;
+        SCU(cudaDeviceGetAttribute(&maxp, cudaDevAttrMaxPersistingL2CacheSize, cm->dev));
+        SCU(cudaDeviceGetAttribute(&maxw, cudaDevAttrMaxAccessPolicyWindowSize, cm->dev));
+        const size_t kvb = (size_t)c->llm_depth * s->Srows * c->head_dim * 2 * 2; /* kc and vc are adjacent */
+        size_t win = kvb < (size_t)maxw ? kvb : (size_t)maxw, pers = win < (size_t)maxp ? win : (size_t)maxp;
+        if (win > 0 && pers > 0) {
+            SCU(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, pers));
+            s->kvwin.base_ptr = s->kc;
+            s->kvwin.num_bytes = win;
+            s->kvwin.hitRatio = (float)pers / (float)win;
+            s->kvwin.hitProp = cudaAccessPropertyPersisting;
+            s->kvwin.missProp = cudaAccessPropertyStreaming;
+            cudaStreamAttrValue v;
+            memset(&v, 0, sizeof v);
+            v.accessPolicyWindow = s->kvwin;
+            SCU(cudaStreamSetAttribute(s->st, cudaStreamAttributeAccessPolicyWindow, &v));
+            s->l2_kv = 1;
+        }
+    }
     if (s->vit_chains && !(ss->experimental & PI0_EXP_NO_TUNE)) /* the chains' 256-token GEMMs are tuned too */
         for (int c = 0; c < PI0_NUM_CAMERAS; c++) pi0_gemm_ctx_set_tuning(s->vg[c], s->tune, s->tune_bytes, 256);
     if ((ss->experimental & PI0_EXP_OP_TIMES) && ss->profile_stages) {
@@ -1211,6 +1235,27 @@ static pi0_status capture(fctx *f, int nv, int ntxt) {
     if (e != cudaSuccess) {
         if (graph) cudaGraphDestroy(graph);
         return pi0_fail(PI0_ERR_BACKEND, "cudaStreamEndCapture failed: %s", cudaGetErrorString(e));
+    }
+    if (s->l2_kv) { /* the window on every kernel node (captured launches need not inherit the stream's) */
+        size_t nn = 0;
+        e = cudaGraphGetNodes(graph, NULL, &nn);
+        cudaGraphNode_t *nodes = e == cudaSuccess && nn ? (cudaGraphNode_t *)malloc(nn * sizeof *nodes) : NULL;
+        if (nodes && cudaGraphGetNodes(graph, nodes, &nn) == cudaSuccess) {
+            cudaKernelNodeAttrValue v;
+            memset(&v, 0, sizeof v);
+            v.accessPolicyWindow = s->kvwin;
+            for (size_t i = 0; i < nn && e == cudaSuccess; i++) {
+                cudaGraphNodeType t;
+                if (cudaGraphNodeGetType(nodes[i], &t) == cudaSuccess && t == cudaGraphNodeTypeKernel)
+                    e = cudaGraphKernelNodeSetAttribute(nodes[i], cudaKernelNodeAttributeAccessPolicyWindow, &v);
+            }
+        }
+        free(nodes);
+        if (e != cudaSuccess) {
+            cudaGraphDestroy(graph);
+            return pi0_fail(PI0_ERR_BACKEND, "setting the L2 window on the graph's kernels failed: %s",
+                            cudaGetErrorString(e));
+        }
     }
     e = cudaGraphInstantiate(&s->exec, graph, 0);
     cudaGraphDestroy(graph);
