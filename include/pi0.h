@@ -130,6 +130,10 @@ typedef struct {
                                    * summed into the residual by the next RMSNorm, not cuBLASLt with a residual epilogue */
 #define PI0_EXP_VIT_CHAINS 8192u  /* ViT: one chain of layers per camera on its own stream (concurrent graph branches)
                                    * instead of one chain over all cameras' tokens */
+/* Timing diagnostics, not a variant: bit PI0_EXP_SKIP_SHIFT + i leaves op i of every expert layer out of the chain
+ * (0 attention RMSNorm, 1 QKV GEMM, 2 RoPE + K/V write, 3 attention, 4 o projection, 5 FFN RMSNorm, 6 gate/up GEMM,
+ * 7 GeGLU, 8 down projection), so that E2E differences give each op's cost inside the graph. The actions are wrong. */
+#define PI0_EXP_SKIP_SHIFT 16
 #define PI0_EXP_L2_KV 16384u      /* keep the K/V cache in a persisting L2 window (cudaLimitPersistingL2CacheSize is set
                                    * device-wide) so the expert's streamed weights do not evict it between steps */
 pi0_session_params pi0_session_default_params(void);

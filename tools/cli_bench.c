@@ -50,7 +50,7 @@ static double pct(const double *sorted, int n, double p) {
  * PI0_CUDA_FUSED_ATTN=1, PI0_CUDA_SKINNY=1, PI0_CUDA_OPTIME=1, PI0_CUDA_EXPERT_GEMM_ATTN=1,
  * PI0_CUDA_MQA_MERGE_ROW=1, PI0_CUDA_MQA_ROWS64=1, PI0_CUDA_MQA_V13=1, PI0_CUDA_NO_FLASH_ATTN=1,
  * PI0_CUDA_PDL=1, PI0_CUDA_NO_TUNE=1, PI0_CUDA_FLASH_MMA=1, PI0_CUDA_XPART=1,
- * PI0_CUDA_VIT_CHAINS=1, PI0_CUDA_L2_KV=1. Read here, not in the library. */
+ * PI0_CUDA_VIT_CHAINS=1, PI0_CUDA_L2_KV=1; PI0_CUDA_SKIP=<mask> (timing diagnostics). Read here, not in the library. */
 static unsigned experimental_from_env(void) {
     static const struct {
         const char *var;
@@ -74,6 +74,12 @@ static unsigned experimental_from_env(void) {
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
         const char *v = getenv(k[i].var);
         if (v && atoi(v)) bits |= k[i].bit;
+    }
+    /* PI0_CUDA_SKIP=<mask of expert ops left out>: timing diagnostics (include/pi0.h, PI0_EXP_SKIP_SHIFT) */
+    const char *sk = getenv("PI0_CUDA_SKIP");
+    if (sk && strtoul(sk, NULL, 0)) {
+        bits |= (unsigned)(strtoul(sk, NULL, 0) & 0x1ffu) << PI0_EXP_SKIP_SHIFT;
+        fprintf(stderr, "pi0 bench: PI0_CUDA_SKIP=%s: expert ops left out for timing, the actions are wrong\n", sk);
     }
     return bits;
 }

@@ -437,6 +437,7 @@ typedef struct {
     int xpart_on;    /* expert o / down as CUK_SK_PARTIAL GEMMs summed into the residual by the next RMSNorm */
     int l2_kv;       /* K/V cache in a persisting L2 access-policy window (PI0_EXP_L2_KV): kvwin on every kernel */
     cudaAccessPolicyWindow kvwin;
+    unsigned skip;   /* timing diagnostics: expert ops left out (bit i: op i of PI0_EXP_SKIP_SHIFT's list) */
     int vit_chains;  /* ViT: one chain of layers per camera on its own stream (PI0_EXP_VIT_CHAINS) */
     int xpend, xpend_T; /* partials (count, their T) waiting in xpart to be added to the expert residual xe */
     int skinny;      /* cuk_skinny_linear for T <= 64 (expert, state token); opt-in: PI0_CUDA_SKINNY=1 */
@@ -697,6 +698,7 @@ static pi0_status cu_session_init(pi0_session *ss) {
      * eagerly, but E2E 17.53 vs 17.28 ms in the graph (bench/NOTES.md item 27): opt-in */
     s->xpart_on = (ss->experimental & PI0_EXP_XPART) != 0;
     s->vit_chains = (ss->experimental & PI0_EXP_VIT_CHAINS) != 0;
+    s->skip = (ss->experimental >> PI0_EXP_SKIP_SHIFT) & 0x1ffu;
     if (ss->experimental & PI0_EXP_L2_KV) {
         /* the expert streams 0.62 GB of weights per step through the 50 MB L2, evicting the 16 MB K/V cache it
          * attends to in every layer; a persisting window keeps the K/V lines */
@@ -992,7 +994,10 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
     /* the few-token chain (norms, streaming GEMMs, MQA attention) may run under PDL */
     const int pdl = T <= 64 ? s->pdl : 0;
     const int xo_bn = f->cm->xo_bn, xo_cs = f->cm->xo_cs, xd_bn = f->cm->xd_bn, xd_cs = f->cm->xd_cs;
-    PI0_TRY(rms_norm(f, x, Lw->attn_norm, s->h, CUK_BF16 | pdl, 0, T, D));
+    /* timing diagnostics (PI0_EXP_SKIP_SHIFT): expert ops left out of the chain */
+    const unsigned skip = T <= 64 && D != c->llm_width ? s->skip : 0;
+#define SKIPPED(op) ((skip >> (op)) & 1u)
+    if (!SKIPPED(0)) PI0_TRY(rms_norm(f, x, Lw->attn_norm, s->h, CUK_BF16 | pdl, 0, T, D));
     mark(f, tag, "norm");
     int done = 0;
     if (kv_only) {
@@ -1016,16 +1021,16 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
         mark(f, tag, "qkv_rope");
     } else {
         PI0_TRY(skinny(f, T, s->h, D, Lw->qkv_w, qkvd, D, CUK_SK_BF16, s->qkv, qkvd, &done));
-        if (!done)
+        if (!done && !SKIPPED(1))
             PI0_TRY(pi0_linear(s->g, st, T, qkvd, D, s->h, D, GEMM_BF16, Lw->qkv_w, D, GEMM_BF16, s->qkv, qkvd,
                                GEMM_BF16, 0.f, GEMM_EPI_NONE, NULL));
         mark(f, tag, "qkv");
-        CU(cuk_rope_qkv(st, s->qkv, s->rope_c, s->rope_s, pos0, T, nh, hd, s->qr, Kc, Vc));
+        if (!SKIPPED(2)) CU(cuk_rope_qkv(st, s->qkv, s->rope_c, s->rope_s, pos0, T, nh, hd, s->qr, Kc, Vc));
         mark(f, tag, "rope");
     }
     const int S = pos0 + T, Sld = (int)round8(S);
-    int mqa_done = 0;
-    if (s->gemm_attn && s->mqa_attn && T <= 64) {
+    int mqa_done = SKIPPED(3);
+    if (!mqa_done && s->gemm_attn && s->mqa_attn && T <= 64) {
         cudaError_t e = cuk_attention_mqa(st, s->qr, T * nh, Kc, Vc, S, hd, 1.f / sqrtf((float)hd), state_rows,
                                           pos0 + 1, s->o, s->apart, s->apart_floats, s->mqa_merge,
                                           s->mqa_rows | pdl);
@@ -1067,28 +1072,32 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
     a.alpha = 1.f; a.beta = 0.f; a.batch = 1;
     PI0_TRY(pi0_gemm(s->g, st, &a));
     }
-    PI0_TRY(xpart_linear(f, T, s->o, qd, Lw->o_wp, xo_bn, xo_cs, D, &done));
+    done = SKIPPED(4);
+    if (!done) PI0_TRY(xpart_linear(f, T, s->o, qd, Lw->o_wp, xo_bn, xo_cs, D, &done));
     if (!done) PI0_TRY(skinny(f, T, s->o, qd, Lw->o_w, D, qd, CUK_SK_RESID, x, D, &done));
     if (!done)
         PI0_TRY(pi0_linear(s->g, st, T, D, qd, s->o, qd, GEMM_BF16, Lw->o_w, qd, GEMM_BF16, x, D, GEMM_F32, 1.f,
                            GEMM_EPI_NONE, NULL));
     mark(f, tag, "attn_pv_o");
-    PI0_TRY(rms_norm(f, x, Lw->ffn_norm, s->h, CUK_BF16 | pdl, 0, T, D));
+    if (!SKIPPED(5)) PI0_TRY(rms_norm(f, x, Lw->ffn_norm, s->h, CUK_BF16 | pdl, 0, T, D));
     mark(f, tag, "norm");
     PI0_TRY(skinny(f, T, s->h, D, Lw->gu_w, 2 * F, D, CUK_SK_GEGLU, s->act, F, &done));
     if (!done) {
-        PI0_TRY(pi0_linear(s->g, st, T, 2 * F, D, s->h, D, GEMM_BF16, Lw->gu_w, D, GEMM_BF16, s->ffn, 2 * F, GEMM_BF16,
-                           0.f, GEMM_EPI_NONE, NULL));
+        if (!SKIPPED(6))
+            PI0_TRY(pi0_linear(s->g, st, T, 2 * F, D, s->h, D, GEMM_BF16, Lw->gu_w, D, GEMM_BF16, s->ffn, 2 * F,
+                               GEMM_BF16, 0.f, GEMM_EPI_NONE, NULL));
         mark(f, tag, "gate_up");
-        CU(cuk_geglu(st, s->ffn, s->act, T, F));
+        if (!SKIPPED(7)) CU(cuk_geglu(st, s->ffn, s->act, T, F));
     }
     mark(f, tag, "gate_up_geglu");
-    PI0_TRY(xpart_linear(f, T, s->act, F, Lw->down_wp, xd_bn, xd_cs, D, &done));
+    done = SKIPPED(8);
+    if (!done) PI0_TRY(xpart_linear(f, T, s->act, F, Lw->down_wp, xd_bn, xd_cs, D, &done));
     if (!done) PI0_TRY(skinny(f, T, s->act, F, Lw->down_w, D, F, CUK_SK_RESID, x, D, &done));
     if (!done)
         PI0_TRY(pi0_linear(s->g, st, T, D, F, s->act, F, GEMM_BF16, Lw->down_w, F, GEMM_BF16, x, D, GEMM_F32, 1.f,
                            GEMM_EPI_NONE, NULL));
     mark(f, tag, "down");
+#undef SKIPPED
     return PI0_OK;
 }
 
