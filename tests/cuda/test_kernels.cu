@@ -118,7 +118,8 @@ static void test_norms(int rows, int w) {
     free(x); free(g); free(b); free(yc); free(yg); free(fg); free(fc);
 }
 
-static void test_rope(int T, int nh, int hd, int pos0) {
+/* off: qkv at an element offset (4: 8-byte aligned rows, the scalar kernel) */
+static void test_rope(int T, int nh, int hd, int pos0, int off = 0) {
     int half = hd / 2, maxpos = pos0 + T;
     size_t nq = (size_t)T * (nh + 2) * hd;
     uint16_t *qkv = rand_bf(nq, 1.f);
@@ -132,15 +133,15 @@ static void test_rope(int T, int nh, int hd, int pos0) {
     size_t nqr = (size_t)T * nh * hd, nkv = (size_t)maxpos * hd;
     uint16_t *qr_c = (uint16_t *)calloc(nqr, 2), *k_c = (uint16_t *)calloc(nkv, 2), *v_c = (uint16_t *)calloc(nkv, 2);
     uint16_t *qr_g = (uint16_t *)calloc(nqr, 2), *k_g = (uint16_t *)calloc(nkv, 2), *v_g = (uint16_t *)calloc(nkv, 2);
-    uint16_t *qkv_d = dalloc<uint16_t>(nq), *qr_d = dalloc<uint16_t>(nqr), *k_d = dalloc<uint16_t>(nkv), *v_d = dalloc<uint16_t>(nkv);
+    uint16_t *qkv_d = dalloc<uint16_t>(nq + 8), *qr_d = dalloc<uint16_t>(nqr), *k_d = dalloc<uint16_t>(nkv), *v_d = dalloc<uint16_t>(nkv);
     float *cs_d = dalloc<float>((size_t)maxpos * half), *sn_d = dalloc<float>((size_t)maxpos * half);
-    up(qkv_d, qkv, nq); up(cs_d, cs, (size_t)maxpos * half); up(sn_d, sn, (size_t)maxpos * half);
+    up(qkv_d + off, qkv, nq); up(cs_d, cs, (size_t)maxpos * half); up(sn_d, sn, (size_t)maxpos * half);
     CK(cudaMemset(k_d, 0, nkv * 2)); CK(cudaMemset(v_d, 0, nkv * 2));
-    CK(cuk_rope_qkv(0, qkv_d, cs_d, sn_d, pos0, T, nh, hd, qr_d, k_d, v_d));
+    CK(cuk_rope_qkv(0, qkv_d + off, cs_d, sn_d, pos0, T, nh, hd, qr_d, k_d, v_d));
     down(qr_g, qr_d, nqr); down(k_g, k_d, nkv); down(v_g, v_d, nkv);
     cuk_rope_qkv_ref(qkv, cs, sn, pos0, T, nh, hd, qr_c, k_c, v_c);
     char nm[64];
-    snprintf(nm, sizeof nm, "rope q T=%d nh=%d hd=%d", T, nh, hd);
+    snprintf(nm, sizeof nm, "rope q T=%d nh=%d hd=%d%s", T, nh, hd, off % 8 ? " scalar" : "");
     cmp_bf(nm, qr_g, qr_c, nqr, 1e-3); /* fma contraction may flip a bf16 rounding */
     cmp_bf("rope k", k_g + (size_t)pos0 * hd, k_c + (size_t)pos0 * hd, (size_t)T * hd, 1e-3);
     cmp_bf("rope v (copy)", v_g + (size_t)pos0 * hd, v_c + (size_t)pos0 * hd, (size_t)T * hd, 0);
@@ -705,8 +706,11 @@ int main(void) {
     test_norms(37, 1152);
     test_norms(5, 48);
     test_norms(3, 2048);
+    test_norms(51, 1024); /* the expert: float4 kernel, one float4 per thread */
+    test_norms(50, 32);
     test_rope(11, 8, 256, 530);
     test_rope(5, 2, 16, 3);
+    test_rope(51, 8, 256, 789, 4);
     test_softmax(100, 531);
     test_softmax(33, 7);
     test_softmax(40, 256);

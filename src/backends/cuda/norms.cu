@@ -71,6 +71,48 @@ __global__ void k_rmsnorm(const float *x, const float *wt, void *y, int width, f
     }
 }
 
+/* Latency-bound rows (the expert's 51): the row and the weights in registers as float4s, every global load issued
+ * before the one reduction (the weights first: they do not depend on the previous kernel), no shared-memory row. */
+template <int YDT, int NV>
+__global__ void __launch_bounds__(256) k_rmsnorm4(const float *x, const float *wt, void *y, int width, float eps) {
+    __shared__ float red[33];
+    const long long r = blockIdx.x;
+    const int n4 = width >> 2;
+    const float4 *xr = reinterpret_cast<const float4 *>(x + r * width), *w4 = reinterpret_cast<const float4 *>(wt);
+    float4 xv[NV], wv[NV];
+    pdl_trigger();
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int i = threadIdx.x + j * blockDim.x;
+        if (i < n4) wv[j] = __ldg(w4 + i);
+    }
+    pdl_wait();
+    float q = 0.f;
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int i = threadIdx.x + j * blockDim.x;
+        if (i < n4) {
+            xv[j] = xr[i];
+            q += xv[j].x * xv[j].x + xv[j].y * xv[j].y + xv[j].z * xv[j].z + xv[j].w * xv[j].w;
+        }
+    }
+    const float rs = rsqrtf(block_sum(q, red) / (float)width + eps);
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int i = threadIdx.x + j * blockDim.x;
+        if (i >= n4) continue;
+        const float o0 = xv[j].x * rs * (1.f + wv[j].x), o1 = xv[j].y * rs * (1.f + wv[j].y);
+        const float o2 = xv[j].z * rs * (1.f + wv[j].z), o3 = xv[j].w * rs * (1.f + wv[j].w);
+        if (YDT == CUK_BF16) {
+            __align__(8) bf16 ob[4] = {__float2bfloat16_rn(o0), __float2bfloat16_rn(o1), __float2bfloat16_rn(o2),
+                                       __float2bfloat16_rn(o3)};
+            reinterpret_cast<uint2 *>(y)[r * n4 + i] = *reinterpret_cast<const uint2 *>(ob);
+        } else {
+            reinterpret_cast<float4 *>(y)[r * n4 + i] = make_float4(o0, o1, o2, o3);
+        }
+    }
+}
+
 cudaError_t cuk_rmsnorm(cudaStream_t st, const float *x, const float *w, void *y, int ydt, int rows,
                         int width, float eps) {
     if (rows <= 0) return cudaSuccess;
@@ -85,8 +127,24 @@ cudaError_t cuk_rmsnorm(cudaStream_t st, const float *x, const float *w, void *y
     cudaLaunchAttribute at[1];
     cfg.attrs = at;
     pdl_attr(at, &cfg.numAttrs, pdl);
-    cudaError_t e = ydt == CUK_BF16 ? cudaLaunchKernelEx(&cfg, k_rmsnorm<CUK_BF16>, x, w, y, width, eps)
-                                    : cudaLaunchKernelEx(&cfg, k_rmsnorm<CUK_F32>, x, w, y, width, eps);
+    const int n4 = width / 4;
+    const bool v4 = width % 4 == 0 && n4 <= 4 * NORM_THREADS && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0 &&
+                    ((uintptr_t)y & 15) == 0;
+    cudaError_t e = cudaErrorInvalidValue;
+    if (v4) {
+        const int th = n4 < NORM_THREADS ? (n4 + 31) / 32 * 32 : NORM_THREADS, nv = (n4 + th - 1) / th;
+        cfg.blockDim = dim3((unsigned)th);
+        cfg.dynamicSmemBytes = 0;
+#define RMS4(nv_)                                                                                                 \
+    if (nv == nv_)                                                                                                \
+        e = ydt == CUK_BF16 ? cudaLaunchKernelEx(&cfg, k_rmsnorm4<CUK_BF16, nv_>, x, w, y, width, eps)            \
+                            : cudaLaunchKernelEx(&cfg, k_rmsnorm4<CUK_F32, nv_>, x, w, y, width, eps);
+        RMS4(1) RMS4(2) RMS4(3) RMS4(4)
+#undef RMS4
+    } else {
+        e = ydt == CUK_BF16 ? cudaLaunchKernelEx(&cfg, k_rmsnorm<CUK_BF16>, x, w, y, width, eps)
+                            : cudaLaunchKernelEx(&cfg, k_rmsnorm<CUK_F32>, x, w, y, width, eps);
+    }
     if (e != cudaSuccess) return e;
     LAUNCH_RET();
 }
