@@ -708,6 +708,7 @@ int main(void) {
     test_norms(3, 2048);
     test_norms(51, 1024); /* the expert: float4 kernel, one float4 per thread */
     test_norms(50, 32);
+    test_norms(4, 50); /* width % 4 != 0: the scalar kernels */
     test_rope(11, 8, 256, 530);
     test_rope(5, 2, 16, 3);
     test_rope(51, 8, 256, 789, 4);
