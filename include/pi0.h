@@ -130,10 +130,13 @@ typedef struct {
                                    * summed into the residual by the next RMSNorm, not cuBLASLt with a residual epilogue */
 #define PI0_EXP_VIT_CHAINS 8192u  /* ViT: one chain of layers per camera on its own stream (concurrent graph branches)
                                    * instead of one chain over all cameras' tokens */
-/* Timing diagnostics, not a variant: bit PI0_EXP_SKIP_SHIFT + i leaves op i of every expert layer out of the chain
- * (0 attention RMSNorm, 1 QKV GEMM, 2 RoPE + K/V write, 3 attention, 4 o projection, 5 FFN RMSNorm, 6 gate/up GEMM,
- * 7 GeGLU, 8 down projection), so that E2E differences give each op's cost inside the graph. The actions are wrong. */
+/* Timing diagnostics, not a variant: bit PI0_EXP_SKIP_SHIFT + i leaves op i of every layer of one stage out of the
+ * chain, so that E2E differences give each op's cost inside the graph. The actions are wrong. The stage (bits
+ * PI0_EXP_SKIP_STAGE_SHIFT..+1): 0 the expert, 1 the prefill (ops: 0 attention RMSNorm, 1 QKV GEMM, 2 RoPE + K/V write,
+ * 3 attention, 4 o projection, 5 FFN RMSNorm, 6 gate/up GEMM, 7 GeGLU, 8 down projection), 2 the ViT (0 LayerNorm 1,
+ * 1 QKV GEMM, 2 attention, 3 o projection, 4 LayerNorm 2, 5 fc1, 6 fc2). */
 #define PI0_EXP_SKIP_SHIFT 16
+#define PI0_EXP_SKIP_STAGE_SHIFT 25
 #define PI0_EXP_L2_KV 16384u      /* keep the K/V cache in a persisting L2 window (cudaLimitPersistingL2CacheSize is set
                                    * device-wide) so the expert's streamed weights do not evict it between steps */
 pi0_session_params pi0_session_default_params(void);

@@ -50,7 +50,8 @@ static double pct(const double *sorted, int n, double p) {
  * PI0_CUDA_FUSED_ATTN=1, PI0_CUDA_SKINNY=1, PI0_CUDA_OPTIME=1, PI0_CUDA_EXPERT_GEMM_ATTN=1,
  * PI0_CUDA_MQA_MERGE_ROW=1, PI0_CUDA_MQA_ROWS64=1, PI0_CUDA_MQA_V13=1, PI0_CUDA_NO_FLASH_ATTN=1,
  * PI0_CUDA_PDL=1, PI0_CUDA_NO_TUNE=1, PI0_CUDA_FLASH_MMA=1, PI0_CUDA_XPART=1,
- * PI0_CUDA_VIT_CHAINS=1, PI0_CUDA_L2_KV=1; PI0_CUDA_SKIP=<mask> (timing diagnostics). Read here, not in the library. */
+ * PI0_CUDA_VIT_CHAINS=1, PI0_CUDA_L2_KV=1; PI0_CUDA_SKIP=<mask> and PI0_CUDA_SKIP_STAGE=exp|llm|vit (timing
+ * diagnostics). Read here, not in the library. */
 static unsigned experimental_from_env(void) {
     static const struct {
         const char *var;
@@ -79,7 +80,11 @@ static unsigned experimental_from_env(void) {
     const char *sk = getenv("PI0_CUDA_SKIP");
     if (sk && strtoul(sk, NULL, 0)) {
         bits |= (unsigned)(strtoul(sk, NULL, 0) & 0x1ffu) << PI0_EXP_SKIP_SHIFT;
-        fprintf(stderr, "pi0 bench: PI0_CUDA_SKIP=%s: expert ops left out for timing, the actions are wrong\n", sk);
+        const char *stg = getenv("PI0_CUDA_SKIP_STAGE"); /* exp (default), llm, vit */
+        const unsigned sv = stg && !strcmp(stg, "llm") ? 1u : stg && !strcmp(stg, "vit") ? 2u : 0u;
+        bits |= sv << PI0_EXP_SKIP_STAGE_SHIFT;
+        fprintf(stderr, "pi0 bench: PI0_CUDA_SKIP=%s (%s): ops left out for timing, the actions are wrong\n", sk,
+                sv == 1 ? "prefill" : sv == 2 ? "ViT" : "expert");
     }
     return bits;
 }

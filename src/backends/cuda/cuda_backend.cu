@@ -437,7 +437,8 @@ typedef struct {
     int xpart_on;    /* expert o / down as CUK_SK_PARTIAL GEMMs summed into the residual by the next RMSNorm */
     int l2_kv;       /* K/V cache in a persisting L2 access-policy window (PI0_EXP_L2_KV): kvwin on every kernel */
     cudaAccessPolicyWindow kvwin;
-    unsigned skip;   /* timing diagnostics: expert ops left out (bit i: op i of PI0_EXP_SKIP_SHIFT's list) */
+    unsigned skip;   /* timing diagnostics: ops left out (bit i: op i of PI0_EXP_SKIP_SHIFT's list) of skip_stage */
+    int skip_stage;  /* 0 expert, 1 prefill, 2 ViT */
     int vit_chains;  /* ViT: one chain of layers per camera on its own stream (PI0_EXP_VIT_CHAINS) */
     int xpend, xpend_T; /* partials (count, their T) waiting in xpart to be added to the expert residual xe */
     int skinny;      /* cuk_skinny_linear for T <= 64 (expert, state token); opt-in: PI0_CUDA_SKINNY=1 */
@@ -699,6 +700,7 @@ static pi0_status cu_session_init(pi0_session *ss) {
     s->xpart_on = (ss->experimental & PI0_EXP_XPART) != 0;
     s->vit_chains = (ss->experimental & PI0_EXP_VIT_CHAINS) != 0;
     s->skip = (ss->experimental >> PI0_EXP_SKIP_SHIFT) & 0x1ffu;
+    s->skip_stage = (int)((ss->experimental >> PI0_EXP_SKIP_STAGE_SHIFT) & 3u);
     if (ss->experimental & PI0_EXP_L2_KV) {
         /* the expert streams 0.62 GB of weights per step through the 50 MB L2, evicting the 16 MB K/V cache it
          * attends to in every layer; a persisting window keeps the K/V lines */
@@ -837,18 +839,21 @@ static pi0_status vit_layers(fctx *f, cudaStream_t st, pi0_gemm_ctx *g, int cam0
     float *vx = s->vx + r0 * W;
     bf *vh = s->vh + r0 * W, *vqkv = s->vqkv + r0 * 3 * W, *vo = s->vo + r0 * W, *vmlp = s->vmlp + r0 * M;
     const float scale = 1.f / sqrtf((float)vhd);
+    const unsigned skip = s->skip_stage == 2 ? s->skip : 0; /* timing diagnostics */
+#define SKIPPED(op) ((skip >> (op)) & 1u)
     for (int l = 0; l < c->vit_depth; l++) {
         const dvit *v = &cm->vit[l];
-        CU(cuk_layernorm(st, vx, v->ln1_w, v->ln1_b, vh, T, W, kEps));
+        if (!SKIPPED(0)) CU(cuk_layernorm(st, vx, v->ln1_w, v->ln1_b, vh, T, W, kEps));
         mark(f, "vit", "ln");
-        PI0_TRY(pi0_linear(g, st, T, 3 * W, W, vh, W, GEMM_BF16, v->qkv_w, W, GEMM_BF16, vqkv, 3 * W, GEMM_BF16, 0.f,
-                           GEMM_EPI_BIAS, v->qkv_b));
+        if (!SKIPPED(1))
+            PI0_TRY(pi0_linear(g, st, T, 3 * W, W, vh, W, GEMM_BF16, v->qkv_w, W, GEMM_BF16, vqkv, 3 * W, GEMM_BF16,
+                               0.f, GEMM_EPI_BIAS, v->qkv_b));
         mark(f, "vit", "qkv");
         /* attention: all cameras x heads in one fused flash-attention launch; fallback (shape not taken, or
          * PI0_EXP_NO_FLASH_ATTN): each camera's cuBLASLt QK^T + softmax + PV on its own forked stream (in a
          * per-camera chain: on the chain's stream) */
-        cudaError_t fe = cudaErrorInvalidValue;
-        if (s->flash_attn) {
+        cudaError_t fe = SKIPPED(2) ? cudaSuccess : cudaErrorInvalidValue;
+        if (s->flash_attn && !SKIPPED(2)) {
             fe = cuk_flash_attn_vit(st, vqkv, ncam, np, nhv, vhd, scale, vo, s->flash_variant);
             if (fe != cudaSuccess && fe != cudaErrorInvalidValue)
                 return pi0_fail(PI0_ERR_BACKEND, "cuk_flash_attn_vit(ncam=%d hd=%d) failed: %s", ncam, vhd,
@@ -884,18 +889,22 @@ static pi0_status vit_layers(fctx *f, cudaStream_t st, pi0_gemm_ctx *g, int cam0
         }
         for (int cam = 0; cam < ncam && fe != cudaSuccess && !chain; cam++) CU(cudaStreamWaitEvent(st, s->ev_join[cam], 0));
         mark(f, "vit", "attn");
-        PI0_TRY(pi0_linear(g, st, T, W, W, vo, W, GEMM_BF16, v->o_w, W, GEMM_BF16, vx, W, GEMM_F32, 1.f, GEMM_EPI_BIAS,
-                           v->o_b));
+        if (!SKIPPED(3))
+            PI0_TRY(pi0_linear(g, st, T, W, W, vo, W, GEMM_BF16, v->o_w, W, GEMM_BF16, vx, W, GEMM_F32, 1.f,
+                               GEMM_EPI_BIAS, v->o_b));
         mark(f, "vit", "attn_pv_o");
-        CU(cuk_layernorm(st, vx, v->ln2_w, v->ln2_b, vh, T, W, kEps));
+        if (!SKIPPED(4)) CU(cuk_layernorm(st, vx, v->ln2_w, v->ln2_b, vh, T, W, kEps));
         mark(f, "vit", "ln");
-        PI0_TRY(pi0_linear(g, st, T, M, W, vh, W, GEMM_BF16, v->fc1_w, W, GEMM_BF16, vmlp, M, GEMM_BF16, 0.f,
-                           GEMM_EPI_GELU_BIAS, v->fc1_b));
+        if (!SKIPPED(5))
+            PI0_TRY(pi0_linear(g, st, T, M, W, vh, W, GEMM_BF16, v->fc1_w, W, GEMM_BF16, vmlp, M, GEMM_BF16, 0.f,
+                               GEMM_EPI_GELU_BIAS, v->fc1_b));
         mark(f, "vit", "fc1");
-        PI0_TRY(pi0_linear(g, st, T, W, M, vmlp, M, GEMM_BF16, v->fc2_w, M, GEMM_BF16, vx, W, GEMM_F32, 1.f,
-                           GEMM_EPI_BIAS, v->fc2_b));
+        if (!SKIPPED(6))
+            PI0_TRY(pi0_linear(g, st, T, W, M, vmlp, M, GEMM_BF16, v->fc2_w, M, GEMM_BF16, vx, W, GEMM_F32, 1.f,
+                               GEMM_EPI_BIAS, v->fc2_b));
         mark(f, "vit", "fc2");
     }
+#undef SKIPPED
     return PI0_OK;
 }
 
@@ -995,7 +1004,8 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
     const int pdl = T <= 64 ? s->pdl : 0;
     const int xo_bn = f->cm->xo_bn, xo_cs = f->cm->xo_cs, xd_bn = f->cm->xd_bn, xd_cs = f->cm->xd_cs;
     /* timing diagnostics (PI0_EXP_SKIP_SHIFT): expert ops left out of the chain */
-    const unsigned skip = T <= 64 && D != c->llm_width ? s->skip : 0;
+    const int expert = T <= 64 && D != c->llm_width;
+    const unsigned skip = (s->skip_stage == 0 && expert) || (s->skip_stage == 1 && D == c->llm_width) ? s->skip : 0;
 #define SKIPPED(op) ((skip >> (op)) & 1u)
     if (!SKIPPED(0)) PI0_TRY(rms_norm(f, x, Lw->attn_norm, s->h, CUK_BF16 | pdl, 0, T, D));
     mark(f, tag, "norm");
