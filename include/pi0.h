@@ -137,6 +137,8 @@ typedef struct {
  * 1 QKV GEMM, 2 attention, 3 o projection, 4 LayerNorm 2, 5 fc1, 6 fc2). */
 #define PI0_EXP_SKIP_SHIFT 16
 #define PI0_EXP_SKIP_STAGE_SHIFT 25
+#define PI0_EXP_MQA_PUSH2 32768u  /* expert attention: split partials pushed to their row owners with plain remote
+                                   * stores and one cluster barrier instead of pulled between two */
 #define PI0_EXP_L2_KV 16384u      /* keep the K/V cache in a persisting L2 window (cudaLimitPersistingL2CacheSize is set
                                    * device-wide) so the expert's streamed weights do not evict it between steps */
 pi0_session_params pi0_session_default_params(void);

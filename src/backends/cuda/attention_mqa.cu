@@ -286,6 +286,13 @@ static __device__ __forceinline__ void mq_mbar_wait(unsigned bar, int phase) {
                  "r"(phase)
                  : "memory");
 }
+/* plain (weakly ordered) stores to another CTA's shared memory; a release cluster barrier publishes them */
+static __device__ __forceinline__ void mq_st_cl4(unsigned ra, float x, float y, float z, float w) {
+    asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(ra), "f"(x), "f"(y), "f"(z), "f"(w) : "memory");
+}
+static __device__ __forceinline__ void mq_st_cl2(unsigned ra, float x, float y) {
+    asm volatile("st.shared::cluster.v2.f32 [%0], {%1, %2};\n" ::"r"(ra), "f"(x), "f"(y) : "memory");
+}
 static __device__ __forceinline__ void mq_cluster_sync_relaxed() {
     asm volatile("barrier.cluster.arrive.relaxed.aligned;\nbarrier.cluster.wait.aligned;\n" ::: "memory");
 }
@@ -348,9 +355,12 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
     /* this CTA merges the rows lr = split + ns i (i < nmr) of the tile */
     int nmr = 0;
     for (int lr = split; lr < ROWS && r0 + lr < R; lr += ns) nmr++;
-    const bool push = a.push;                                 /* host: ns > 1 and the receive area fits */
-    uint64_t *rbar = (uint64_t *)(smem + C::main_bytes(a.nbuf)); /* push: over Ms (unused there) */
-    if (push && tid == 0) {
+    /* push: 1 = st.async into the receive area over Q/K/V (after a cluster barrier), counted on an mbarrier;
+     * 2 = plain remote stores into a receive area of its own past the tail, published by one release / acquire
+     * cluster barrier (no barrier before, none after: nothing is read remotely) */
+    const bool push = a.push != 0, push2 = a.push == 2; /* host: ns > 1 and the receive area fits */
+    uint64_t *rbar = (uint64_t *)(smem + C::main_bytes(a.nbuf)); /* push 1: over Ms (unused there) */
+    if (push && !push2 && tid == 0) {
         const unsigned b = (unsigned)__cvta_generic_to_shared(rbar);
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(b));
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -487,9 +497,31 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
     int PK = NK; /* partial slots per CTA */
-    float *recv = Op, *rml = Op;  /* push: [slot][partial][HD] O rows and [slot][partial][2] m, l */
+    float *recv = push2 ? (float *)(smem + C::smem_bytes(a.nbuf)) : Op; /* push: [slot][partial][HD] O rows */
+    float *rml = Op;                                                      /*       and [slot][partial][2] m, l */
     cg::cluster_group cl = cg::this_cluster();
-    if (push) {
+    if (push2) {
+        const int np = ns * NK, p = split * NK + kg, rslots = (ROWS + ns - 1) / ns;
+        rml = recv + (size_t)rslots * np * HD;
+        if (r0 + rt * 16 < R) {
+            const int odd = tq & 1, lr = rt * 16 + g + (odd ? 8 : 0), owner = lr % ns, slot = lr / ns;
+            const bool ok = r0 + lr < R;
+            const unsigned dst = mq_mapa(recv + ((size_t)slot * np + p) * HD + (tq & 2) * 2, owner);
+#pragma unroll
+            for (int i = 0; i < NTO; i++) {
+                const float s0 = odd ? o[i][0] : o[i][2], s1 = odd ? o[i][1] : o[i][3];
+                const float x0 = __shfl_xor_sync(0xffffffffu, s0, 1), x1 = __shfl_xor_sync(0xffffffffu, s1, 1);
+                if (ok) {
+                    if (odd) mq_st_cl4(dst + i * 32, x0, x1, o[i][2], o[i][3]);
+                    else mq_st_cl4(dst + i * 32, o[i][0], o[i][1], x0, x1);
+                }
+            }
+            const int lr2 = rt * 16 + g + (tq == 1 ? 8 : 0);
+            if (tq < 2 && r0 + lr2 < R)
+                mq_st_cl2(mq_mapa(rml + ((size_t)(lr2 / ns) * np + p) * 2, lr2 % ns), tq ? m1 : m0, tq ? l1 : l0);
+        }
+        asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+    } else if (push) {
         /* push: every CTA has finished with its Q/K/V (the receive area) and initialised its mbarrier; each
          * thread sends its O fragment rows (float4 after a pair exchange), m and l straight from registers to
          * the owner CTA of the row (st.async, counted on the owner's mbarrier), then waits for its own rows */
@@ -651,7 +683,7 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
     /* pull: no CTA may leave while the others still read its shared memory (their loads have completed once
      * they arrive here, so no memory ordering is needed); push: every CTA has received all its rows, so no
      * st.async is in flight when any CTA leaves */
-    if (ns > 1) mq_cluster_sync_relaxed();
+    if (ns > 1 && !push2) mq_cluster_sync_relaxed();
 }
 
 /* launcher flags: premerge the key groups of a CTA locally; pad the shared memory so that one CTA holds
@@ -660,7 +692,9 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
 #define MQ_SPREAD 2
 #define MQ_PUSH 4 /* merge by pushing the partials to the owner CTAs (st.async + mbarrier) instead of pulling */
 #define MQ_PDL 8  /* programmatic dependent launch (CUK_PDL) */
+#define MQ_PUSH2 16 /* push with plain remote stores into a separate receive area, one cluster barrier */
 #define MQ_SPREAD_SMEM ((size_t)116 * 1024)
+#define MQ_SMEM_MAX ((size_t)227 * 1024) /* the opt-in maximum per CTA on sm_90 */
 #ifdef MQ_DIAG
 static int mq_diag = 0;
 #else
@@ -673,20 +707,22 @@ static cudaError_t mq_flash_launch(cudaStream_t st, const bf16 *q, int R, const 
                                    float scale, int rows_lim, int n_lim, bf16 *out, int ns, int flags) {
     using C = MqCfg<HD, NR, NK, KC>;
     const int premerge = flags & MQ_PREMERGE, spread = (flags & MQ_SPREAD) ? 1 : 0;
-    int push = (flags & MQ_PUSH) ? 1 : 0;
+    int push = (flags & MQ_PUSH2) ? 2 : (flags & MQ_PUSH) ? 1 : 0;
     const int nch = (S + KC - 1) / KC;
     if (ns > nch) ns = nch;
     if (ns > 16) ns = 16;
     if (ns < 1) ns = 1;
     if (ns * NK > 32) return cudaErrorInvalidValue;
     const int nbuf = (nch + ns - 1) / ns >= 2 ? 2 : 1;
-    if (push && (ns < 2 || (size_t)((C::ROWS + ns - 1) / ns) * ns * NK * (HD * 4 + 8) > C::main_bytes(nbuf))) push = 0;
-    size_t sm = C::smem_bytes(nbuf);
+    const size_t recv_bytes = (size_t)((C::ROWS + ns - 1) / ns) * ns * NK * (HD * 4 + 8);
+    if (push == 1 && (ns < 2 || recv_bytes > C::main_bytes(nbuf))) push = 0;
+    if (push == 2 && (ns < 2 || C::smem_bytes(nbuf) + recv_bytes > MQ_SMEM_MAX)) push = 0;
+    size_t sm = C::smem_bytes(nbuf) + (push == 2 ? recv_bytes : 0);
     if (spread && sm < MQ_SPREAD_SMEM) sm = MQ_SPREAD_SMEM;
     static int attr = 0;             /* 1: attributes set, -1: failed */
-    static signed char ok[17][2][2]; /* cluster schedulable per (ns, nbuf, spread): 0 unknown, 1 yes, -1 no */
+    static signed char ok[17][2][2][3]; /* cluster schedulable per (ns, nbuf, spread, push): 0 unknown, 1 yes, -1 no */
     if (!attr) {
-        size_t smax = C::smem_bytes(2) > MQ_SPREAD_SMEM ? C::smem_bytes(2) : MQ_SPREAD_SMEM;
+        const size_t smax = MQ_SMEM_MAX;
         cudaError_t e = cudaFuncSetAttribute(k_mqa_flash<HD, NR, NK, KC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)smax);
         if (e == cudaSuccess)
@@ -715,7 +751,7 @@ static cudaError_t mq_flash_launch(cudaStream_t st, const bf16 *q, int R, const 
     cfg.attrs = at;
     cfg.numAttrs = 1;
     pdl_attr(at, &cfg.numAttrs, flags & MQ_PDL);
-    signed char &okc = ok[ns][nbuf - 1][spread];
+    signed char &okc = ok[ns][nbuf - 1][spread][push];
     if (!okc) {
         int ncl = 0;
         cudaError_t e = cudaOccupancyMaxActiveClusters(&ncl, k_mqa_flash<HD, NR, NK, KC>, &cfg);
@@ -771,10 +807,11 @@ cudaError_t cuk_attention_mqa(cudaStream_t st, const uint16_t *q, int R, const u
     if (hd % 16 || hd > 256) return cudaErrorInvalidValue;
     const int pdl = tile_rows & CUK_PDL; /* the flash kernel only; the two-kernel fallback launches plainly */
     tile_rows &= ~CUK_PDL;
-    if (tile_rows == CUK_MQA_FLASH || tile_rows == CUK_MQA_FLASH_PUSH) {
+    if (tile_rows == CUK_MQA_FLASH || tile_rows == CUK_MQA_FLASH_PUSH || tile_rows == CUK_MQA_FLASH_PUSH2) {
         cudaError_t e = mq_flash_auto(st, (const bf16 *)q, R, (const bf16 *)k, (const bf16 *)v, S, hd, scale,
                                       rows_lim, n_lim, (bf16 *)out,
-                                      (tile_rows == CUK_MQA_FLASH_PUSH ? MQ_PUSH : 0) | (pdl ? MQ_PDL : 0));
+                                      (tile_rows == CUK_MQA_FLASH_PUSH ? MQ_PUSH : tile_rows == CUK_MQA_FLASH_PUSH2 ? MQ_PUSH2 : 0) |
+                                          (pdl ? MQ_PDL : 0));
         if (e != cudaErrorInvalidValue) return e;
         tile_rows = 32; /* cluster not schedulable: the two-kernel path */
     }
