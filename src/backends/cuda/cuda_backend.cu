@@ -434,6 +434,7 @@ typedef struct {
     int Srows;
     float *apart;    /* split-key attention partials */
     float *xpart;    /* (cs, T, De) unreduced split-K partials of the expert's o / down projection (xpart_on) */
+    int resid_in_norm; /* expert o / down: cuBLASLt f32 product into xpart (one partial) added by the next norm */
     int xpart_on;    /* expert o / down as CUK_SK_PARTIAL GEMMs summed into the residual by the next RMSNorm */
     int l2_kv;       /* K/V cache in a persisting L2 access-policy window (PI0_EXP_L2_KV): kvwin on every kernel */
     cudaAccessPolicyWindow kvwin;
@@ -699,6 +700,7 @@ static pi0_status cu_session_init(pi0_session *ss) {
     /* the expert's o / down projections as unreduced split-K GEMMs summed by the next RMSNorm: faster per call
      * eagerly, but E2E 17.53 vs 17.28 ms in the graph (bench/NOTES.md item 27): opt-in */
     s->xpart_on = (ss->experimental & PI0_EXP_XPART) != 0;
+    s->resid_in_norm = (ss->experimental & PI0_EXP_RESID_IN_NORM) != 0;
     s->vit_chains = (ss->experimental & PI0_EXP_VIT_CHAINS) != 0;
     s->skip = (ss->experimental >> PI0_EXP_SKIP_SHIFT) & 0x1ffu;
     s->skip_stage = (int)((ss->experimental >> PI0_EXP_SKIP_STAGE_SHIFT) & 3u);
@@ -972,11 +974,21 @@ static pi0_status rms_norm(fctx *f, float *x, const float *w, void *y, int ydt, 
     return PI0_OK;
 }
 
-/* Expert projection X (T, K) -> residual x (T, D) as unreduced split-K partials left for the next rms_norm; *done = 0
- * when not taken (no packed weights, T > 64, switched off). */
-static pi0_status xpart_linear(fctx *f, int T, const bf *X, int K, const bf *Wp, int bn, int cs, int D, int *done) {
+/* Expert projection X (T, K) -> residual x (T, D) as unreduced split-K partials left for the next rms_norm (xpart_on:
+ * our packed-weight GEMM; resid_in_norm: cuBLASLt's f32 product as one partial); *done = 0 when not taken (no packed
+ * weights, i.e. not the expert; T > 64; switched off). */
+static pi0_status xpart_linear(fctx *f, int T, const bf *X, int K, const bf *Wp, const bf *Wraw, int bn, int cs, int D,
+                               int *done) {
     csess *s = f->s;
     *done = 0;
+    if (s->resid_in_norm && T <= 64 && !s->xpend && Wp) { /* the product alone, as one f32 "partial" */
+        PI0_TRY(pi0_linear(s->g, f->st, T, D, K, X, K, GEMM_BF16, Wraw, K, GEMM_BF16, s->xpart, D, GEMM_F32, 0.f,
+                           GEMM_EPI_NONE, NULL));
+        s->xpend = 1;
+        s->xpend_T = T;
+        *done = 1;
+        return PI0_OK;
+    }
     if (!s->xpart_on || !Wp || T > 64 || s->xpend) return PI0_OK;
     cudaError_t e = cuk_skinny_linear_cfg(f->st, X, K, T, Wp, D, K, CUK_SK_PARTIAL | CUK_SK_PACKED | s->pdl, s->xpart,
                                           D, bn, cs, 0);
@@ -1084,7 +1096,7 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
     PI0_TRY(pi0_gemm(s->g, st, &a));
     }
     done = SKIPPED(4);
-    if (!done) PI0_TRY(xpart_linear(f, T, s->o, qd, Lw->o_wp, xo_bn, xo_cs, D, &done));
+    if (!done) PI0_TRY(xpart_linear(f, T, s->o, qd, Lw->o_wp, Lw->o_w, xo_bn, xo_cs, D, &done));
     if (!done) PI0_TRY(skinny(f, T, s->o, qd, Lw->o_w, D, qd, CUK_SK_RESID, x, D, &done));
     if (!done)
         PI0_TRY(pi0_linear(s->g, st, T, D, qd, s->o, qd, GEMM_BF16, Lw->o_w, qd, GEMM_BF16, x, D, GEMM_F32, 1.f,
@@ -1102,7 +1114,7 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
     }
     mark(f, tag, "gate_up_geglu");
     done = SKIPPED(8);
-    if (!done) PI0_TRY(xpart_linear(f, T, s->act, F, Lw->down_wp, xd_bn, xd_cs, D, &done));
+    if (!done) PI0_TRY(xpart_linear(f, T, s->act, F, Lw->down_wp, Lw->down_w, xd_bn, xd_cs, D, &done));
     if (!done) PI0_TRY(skinny(f, T, s->act, F, Lw->down_w, D, F, CUK_SK_RESID, x, D, &done));
     if (!done)
         PI0_TRY(pi0_linear(s->g, st, T, D, F, s->act, F, GEMM_BF16, Lw->down_w, F, GEMM_BF16, x, D, GEMM_F32, 1.f,

@@ -204,8 +204,8 @@ cudaError_t cuk_rmsnorm(cudaStream_t st, const float *x, const float *w, void *y
 /* ---------------- residual += split-K partials, then RMSNorm (1+w) ---------------- */
 /* The consumer of an unreduced few-token GEMM (CUK_SK_PARTIAL): the np partials of a row are summed in rank order,
  * added to the residual row once (x is updated: it is the residual stream), and the row is normalised. NP > 0:
- * np == NP, float4 columns with every partial's load issued at once (one L2 round trip, not np dependent ones);
- * NP == 0: any np, scalar. */
+ * np == NP and width <= 4 x blockDim: one float4 column per thread, the weights, the row and every partial in
+ * registers, all loaded at once (as k_rmsnorm4); NP == 0: any np, scalar. */
 template <int YDT, int NP>
 __global__ void k_rmsnorm_acc(float *x, const float *part, int np, long long pstride, int ldp, const float *wt, void *y,
                               int width, float eps) {
@@ -215,22 +215,40 @@ __global__ void k_rmsnorm_acc(float *x, const float *part, int np, long long pst
     float *xr = x + r * width;
     const float *pr = part + r * ldp;
     pdl_trigger();
-    pdl_wait();
-    float q = 0.f;
     if (NP > 0) {
-        for (int i = threadIdx.x * 4; i < width; i += blockDim.x * 4) {
-            float4 p[NP > 0 ? NP : 1];
+        const int i = threadIdx.x * 4;
+        const bool on = i < width;
+        float4 w4 = make_float4(0.f, 0.f, 0.f, 0.f), v = w4, p[NP > 0 ? NP : 1];
+        if (on) w4 = __ldg(reinterpret_cast<const float4 *>(wt + i));
+        pdl_wait();
+        float q = 0.f;
+        if (on) {
 #pragma unroll
             for (int c = 0; c < NP; c++) p[c] = *(const float4 *)(pr + c * pstride + i);
-            float4 v = *(const float4 *)(xr + i), s = p[0];
+            v = *(const float4 *)(xr + i);
+            float4 s = p[0];
 #pragma unroll
             for (int c = 1; c < NP; c++) s.x += p[c].x, s.y += p[c].y, s.z += p[c].z, s.w += p[c].w;
             v.x += s.x, v.y += s.y, v.z += s.z, v.w += s.w;
             *(float4 *)(xr + i) = v;
-            *(float4 *)(row + i) = v;
-            q += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+            q = v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
         }
-    } else {
+        const float rs = rsqrtf(block_sum(q, red) / (float)width + eps);
+        if (!on) return;
+        const float o0 = v.x * rs * (1.f + w4.x), o1 = v.y * rs * (1.f + w4.y), o2 = v.z * rs * (1.f + w4.z),
+                    o3 = v.w * rs * (1.f + w4.w);
+        if (YDT == CUK_BF16) {
+            __align__(8) bf16 ob[4] = {__float2bfloat16_rn(o0), __float2bfloat16_rn(o1), __float2bfloat16_rn(o2),
+                                       __float2bfloat16_rn(o3)};
+            *reinterpret_cast<uint2 *>((uint16_t *)y + r * width + i) = *reinterpret_cast<const uint2 *>(ob);
+        } else {
+            *reinterpret_cast<float4 *>((float *)y + r * width + i) = make_float4(o0, o1, o2, o3);
+        }
+        return;
+    }
+    pdl_wait();
+    float q = 0.f;
+    {
         for (int i = threadIdx.x; i < width; i += blockDim.x) {
             float s = pr[i];
             for (int c = 1; c < np; c++) s += pr[c * pstride + i];
@@ -251,8 +269,8 @@ __global__ void k_rmsnorm_acc(float *x, const float *part, int np, long long pst
 template <int YDT>
 static cudaError_t rmsnorm_acc_launch(cudaLaunchConfig_t *cfg, float *x, const float *part, int np, long long pstride,
                                       int ldp, const float *w, void *y, int width, float eps) {
-    const bool v4 = width % 4 == 0 && ldp % 4 == 0 && pstride % 4 == 0 && ((uintptr_t)x & 15) == 0 &&
-                    ((uintptr_t)part & 15) == 0;
+    const bool v4 = width % 4 == 0 && width <= 4 * NORM_THREADS && ldp % 4 == 0 && pstride % 4 == 0 &&
+                    ((((uintptr_t)x | (uintptr_t)part | (uintptr_t)w | (uintptr_t)y) & 15) == 0);
 #define RMS_ACC(n) cudaLaunchKernelEx(cfg, k_rmsnorm_acc<YDT, n>, x, part, np, pstride, ldp, w, y, width, eps)
     if (v4 && np == 1) return RMS_ACC(1);
     if (v4 && np == 2) return RMS_ACC(2);
