@@ -500,56 +500,38 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
     float *recv = push2 ? (float *)(smem + C::smem_bytes(a.nbuf)) : Op; /* push: [slot][partial][HD] O rows */
     float *rml = Op;                                                      /*       and [slot][partial][2] m, l */
     cg::cluster_group cl = cg::this_cluster();
-    if (push2) {
+    if (push) {
+        /* push: each thread sends its O fragment rows (float4 after a pair exchange), m and l straight from registers
+         * to the owner CTA of the row. push 1: after a barrier (the receive area is the owners' Q/K/V), st.async
+         * counted on the owner's mbarrier, then it waits for its own rows; push 2: plain stores into a receive area
+         * of its own (no barrier before), published by one release / acquire cluster barrier */
+        if (!push2) mq_cluster_sync_relaxed();
         const int np = ns * NK, p = split * NK + kg, rslots = (ROWS + ns - 1) / ns;
         rml = recv + (size_t)rslots * np * HD;
         if (r0 + rt * 16 < R) {
             const int odd = tq & 1, lr = rt * 16 + g + (odd ? 8 : 0), owner = lr % ns, slot = lr / ns;
             const bool ok = r0 + lr < R;
             const unsigned dst = mq_mapa(recv + ((size_t)slot * np + p) * HD + (tq & 2) * 2, owner);
+            const unsigned rb = push2 ? 0u : mq_mapa(rbar, owner);
 #pragma unroll
             for (int i = 0; i < NTO; i++) {
                 const float s0 = odd ? o[i][0] : o[i][2], s1 = odd ? o[i][1] : o[i][3];
                 const float x0 = __shfl_xor_sync(0xffffffffu, s0, 1), x1 = __shfl_xor_sync(0xffffffffu, s1, 1);
-                if (ok) {
-                    if (odd) mq_st_cl4(dst + i * 32, x0, x1, o[i][2], o[i][3]);
-                    else mq_st_cl4(dst + i * 32, o[i][0], o[i][1], x0, x1);
-                }
-            }
-            const int lr2 = rt * 16 + g + (tq == 1 ? 8 : 0);
-            if (tq < 2 && r0 + lr2 < R)
-                mq_st_cl2(mq_mapa(rml + ((size_t)(lr2 / ns) * np + p) * 2, lr2 % ns), tq ? m1 : m0, tq ? l1 : l0);
-        }
-        asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-    } else if (push) {
-        /* push: every CTA has finished with its Q/K/V (the receive area) and initialised its mbarrier; each
-         * thread sends its O fragment rows (float4 after a pair exchange), m and l straight from registers to
-         * the owner CTA of the row (st.async, counted on the owner's mbarrier), then waits for its own rows */
-        mq_cluster_sync_relaxed();
-        const int np = ns * NK, p = split * NK + kg, rslots = (ROWS + ns - 1) / ns;
-        rml = recv + (size_t)rslots * np * HD;
-        if (r0 + rt * 16 < R) {
-            const int odd = tq & 1, lr = rt * 16 + g + (odd ? 8 : 0), owner = lr % ns, slot = lr / ns;
-            const bool ok = r0 + lr < R;
-            const unsigned dst = mq_mapa(recv + ((size_t)slot * np + p) * HD + (tq & 2) * 2, owner);
-            const unsigned rb = mq_mapa(rbar, owner);
-#pragma unroll
-            for (int i = 0; i < NTO; i++) {
-                const float s0 = odd ? o[i][0] : o[i][2], s1 = odd ? o[i][1] : o[i][3];
-                const float x0 = __shfl_xor_sync(0xffffffffu, s0, 1), x1 = __shfl_xor_sync(0xffffffffu, s1, 1);
-                if (ok) {
-                    if (odd) mq_st_async4(dst + i * 32, x0, x1, o[i][2], o[i][3], rb);
-                    else mq_st_async4(dst + i * 32, o[i][0], o[i][1], x0, x1, rb);
-                }
+                const float v0 = odd ? x0 : o[i][0], v1 = odd ? x1 : o[i][1], v2 = odd ? o[i][2] : x0,
+                            v3 = odd ? o[i][3] : x1;
+                if (ok && push2) mq_st_cl4(dst + i * 32, v0, v1, v2, v3);
+                else if (ok) mq_st_async4(dst + i * 32, v0, v1, v2, v3, rb);
             }
             const int lr2 = rt * 16 + g + (tq == 1 ? 8 : 0);
             if (tq < 2 && r0 + lr2 < R) {
-                const int ow2 = lr2 % ns, sl2x = lr2 / ns;
-                mq_st_async2(mq_mapa(rml + ((size_t)sl2x * np + p) * 2, ow2), tq ? m1 : m0, tq ? l1 : l0,
-                             mq_mapa(rbar, ow2));
+                const int ow2 = lr2 % ns;
+                const unsigned d2 = mq_mapa(rml + ((size_t)(lr2 / ns) * np + p) * 2, ow2);
+                if (push2) mq_st_cl2(d2, tq ? m1 : m0, tq ? l1 : l0);
+                else mq_st_async2(d2, tq ? m1 : m0, tq ? l1 : l0, mq_mapa(rbar, ow2));
             }
         }
-        mq_mbar_wait((unsigned)__cvta_generic_to_shared(rbar), 0);
+        if (push2) asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+        else mq_mbar_wait((unsigned)__cvta_generic_to_shared(rbar), 0);
     } else {
         if (r0 + rt * 16 < R) {
             float *op = Op + (kg * ROWS + rt * 16 + g) * OLD + tq * 2;

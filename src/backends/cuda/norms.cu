@@ -101,6 +101,18 @@ void cuk_layernorm_ref(const float *x, const float *g, const float *b, uint16_t 
 }
 
 /* ---------------- RMSNorm (1+w) ---------------- */
+/* one CTA of NORM_THREADS per row, a row of shared memory, the PDL attribute in at[0] when pdl */
+static cudaLaunchConfig_t norm_cfg(cudaStream_t st, int rows, int width, int pdl, cudaLaunchAttribute *at) {
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDim = dim3((unsigned)rows);
+    cfg.blockDim = dim3(NORM_THREADS);
+    cfg.dynamicSmemBytes = (size_t)width * sizeof(float);
+    cfg.stream = st;
+    cfg.attrs = at;
+    pdl_attr(at, &cfg.numAttrs, pdl);
+    return cfg;
+}
 template <int YDT>
 __global__ void k_rmsnorm(const float *x, const float *wt, void *y, int width, float eps) {
     extern __shared__ float row[];
@@ -168,17 +180,9 @@ __global__ void __launch_bounds__(256) k_rmsnorm4(const float *x, const float *w
 cudaError_t cuk_rmsnorm(cudaStream_t st, const float *x, const float *w, void *y, int ydt, int rows,
                         int width, float eps) {
     if (rows <= 0) return cudaSuccess;
-    const int pdl = ydt & CUK_PDL;
-    ydt &= ~CUK_PDL;
-    cudaLaunchConfig_t cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.gridDim = dim3((unsigned)rows);
-    cfg.blockDim = dim3(NORM_THREADS);
-    cfg.dynamicSmemBytes = (size_t)width * sizeof(float);
-    cfg.stream = st;
     cudaLaunchAttribute at[1];
-    cfg.attrs = at;
-    pdl_attr(at, &cfg.numAttrs, pdl);
+    cudaLaunchConfig_t cfg = norm_cfg(st, rows, width, ydt & CUK_PDL, at);
+    ydt &= ~CUK_PDL;
     const int n4 = width / 4;
     const bool v4 = width % 4 == 0 && n4 <= 4 * NORM_THREADS && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0 &&
                     ((uintptr_t)y & 15) == 0;
@@ -284,17 +288,9 @@ cudaError_t cuk_rmsnorm_acc(cudaStream_t st, float *x, const float *part, int np
                             const float *w, void *y, int ydt, int rows, int width, float eps) {
     if (rows <= 0) return cudaSuccess;
     if (np < 1 || !part) return cudaErrorInvalidValue;
-    const int pdl = ydt & CUK_PDL;
-    ydt &= ~CUK_PDL;
-    cudaLaunchConfig_t cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.gridDim = dim3((unsigned)rows);
-    cfg.blockDim = dim3(NORM_THREADS);
-    cfg.dynamicSmemBytes = (size_t)width * sizeof(float);
-    cfg.stream = st;
     cudaLaunchAttribute at[1];
-    cfg.attrs = at;
-    pdl_attr(at, &cfg.numAttrs, pdl);
+    cudaLaunchConfig_t cfg = norm_cfg(st, rows, width, ydt & CUK_PDL, at);
+    ydt &= ~CUK_PDL;
     cudaError_t e = ydt == CUK_BF16 ? rmsnorm_acc_launch<CUK_BF16>(&cfg, x, part, np, pstride, ldp, w, y, width, eps)
                                     : rmsnorm_acc_launch<CUK_F32>(&cfg, x, part, np, pstride, ldp, w, y, width, eps);
     if (e != cudaSuccess) return e;
