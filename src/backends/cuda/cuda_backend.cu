@@ -58,8 +58,8 @@ typedef struct {
     bf *o_w;    /* (D, nh*hd) */
     bf *gu_w;   /* (2F, D) */
     bf *down_w; /* (D, F) */
-    /* expert only (else NULL): o_w and down_w rewritten for the few-token GEMM's unreduced split-K (CUK_SK_PARTIAL,
-     * cuk_skinny_pack layout, tiles cmodel.xo_* / xd_*) */
+    /* expert only, made by the first session that needs them (PI0_EXP_XPART; else NULL): o_w and down_w rewritten for
+     * the few-token GEMM's unreduced split-K (CUK_SK_PARTIAL, cuk_skinny_pack layout, tiles cmodel.xo_* / xd_*) */
     bf *o_wp, *down_wp;
 } dgemma;
 
@@ -89,7 +89,8 @@ typedef struct {
     float *exp_norm;
     float *state_w, *state_b, *ain_w, *ain_b, *atm_in_w, *atm_in_b, *atm_out_w, *atm_out_b, *aout_w, *aout_b;
     float *fold_w, *fold_b; /* (De, A): atm_in[:, :De] @ ain_w ; (De): atm_in[:, :De] @ ain_b + atm_in_b */
-    int xo_bn, xo_cs, xd_bn, xd_cs; /* packed tiles of the expert's o_wp / down_wp (0: not packed) */
+    int xo_bn, xo_cs, xd_bn, xd_cs; /* packed tiles of the expert's o_wp / down_wp (0: the shape does not fit) */
+    char *packed;                   /* the arena of o_wp / down_wp (NULL until pack_expert) */
 } cmodel;
 
 typedef struct {
@@ -192,10 +193,6 @@ static void build_layout(cmodel *cm, const pi0_config *c, const pi0_weights *w, 
             lput(L, &s->gate_w, g->gu_w, CUK_BF16, Fx, Dx, Dx);
             lput(L, &s->up_w, g->gu_w + Fx * Dx, CUK_BF16, Fx, Dx, Dx);
             g->down_w = (bf *)lone(L, &s->down_w, CUK_BF16, Dx, Fx);
-            if (e && cm->xo_bn) g->o_wp = (bf *)lalloc(L, cuk_skinny_packed_elems((int)De, (int)qd, CUK_SK_PARTIAL, 0, 0,
-                                                                                  cm->xo_bn, cm->xo_cs) * 2);
-            if (e && cm->xd_bn) g->down_wp = (bf *)lalloc(L, cuk_skinny_packed_elems((int)De, (int)Fe, CUK_SK_PARTIAL, 0,
-                                                                                     0, cm->xd_bn, cm->xd_cs) * 2);
         }
     }
     cm->exp_norm = (float *)lone(L, &w->exp_norm, CUK_F32, 1, De);
@@ -216,6 +213,7 @@ static void build_layout(cmodel *cm, const pi0_config *c, const pi0_weights *w, 
 static void cmodel_free(cmodel *cm) {
     if (!cm) return;
     if (cm->arena) cudaFree(cm->arena);
+    if (cm->packed) cudaFree(cm->packed);
     free(cm->pl);
     free(cm->vit);
     free(cm->llm);
@@ -295,16 +293,34 @@ static pi0_status fold_heads(cmodel *cm, const pi0_config *c) {
     return PI0_OK;
 }
 
-/* The packed copies of the expert's o / down weights (derived once from the uploaded ones). */
+/* The packed copies of the expert's o / down weights, derived once from the uploaded ones by the first session that
+ * runs PI0_EXP_XPART (sessions of one model are made one after another; the model is read-only afterwards). */
 static pi0_status pack_expert(cmodel *cm, const pi0_config *c) {
-    const int qd = c->num_heads * c->head_dim, De = c->exp_width, Fe = c->exp_mlp;
-    for (int l = 0; l < c->llm_depth; l++) {
-        const dgemma *g = &cm->exp[l];
-        if (g->o_wp) CU(cuk_skinny_pack(0, g->o_w, De, qd, CUK_SK_PARTIAL, 0, 0, cm->xo_bn, cm->xo_cs, g->o_wp));
-        if (g->down_wp)
-            CU(cuk_skinny_pack(0, g->down_w, De, Fe, CUK_SK_PARTIAL, 0, 0, cm->xd_bn, cm->xd_cs, g->down_wp));
+    const int qd = c->num_heads * c->head_dim, De = c->exp_width, Fe = c->exp_mlp, L = c->llm_depth;
+    if (cm->packed || !cm->xo_bn || !cm->xd_bn) return PI0_OK;
+    const size_t no = cuk_skinny_packed_elems(De, qd, CUK_SK_PARTIAL, 0, 0, cm->xo_bn, cm->xo_cs),
+                 nd = cuk_skinny_packed_elems(De, Fe, CUK_SK_PARTIAL, 0, 0, cm->xd_bn, cm->xd_cs);
+    const size_t bo = (no * 2 + 255) & ~(size_t)255, bd = (nd * 2 + 255) & ~(size_t)255;
+    char *p = NULL;
+    cudaError_t e = cudaMalloc((void **)&p, (size_t)L * (bo + bd));
+    if (e != cudaSuccess)
+        return pi0_fail(PI0_ERR_OOM, "cudaMalloc of %.1f MB of packed expert weights failed: %s",
+                        (double)L * (bo + bd) / 1e6, cudaGetErrorString(e));
+    for (int l = 0; l < L && e == cudaSuccess; l++) {
+        dgemma *g = &cm->exp[l];
+        g->o_wp = (bf *)(p + (size_t)l * (bo + bd));
+        g->down_wp = (bf *)(p + (size_t)l * (bo + bd) + bo);
+        e = cuk_skinny_pack(0, g->o_w, De, qd, CUK_SK_PARTIAL, 0, 0, cm->xo_bn, cm->xo_cs, g->o_wp);
+        if (e == cudaSuccess)
+            e = cuk_skinny_pack(0, g->down_w, De, Fe, CUK_SK_PARTIAL, 0, 0, cm->xd_bn, cm->xd_cs, g->down_wp);
     }
-    CU(cudaDeviceSynchronize());
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();
+    if (e != cudaSuccess) {
+        for (int l = 0; l < L; l++) cm->exp[l].o_wp = cm->exp[l].down_wp = NULL;
+        cudaFree(p);
+        return pi0_fail(PI0_ERR_BACKEND, "packing the expert weights failed: %s", cudaGetErrorString(e));
+    }
+    cm->packed = p;
     return PI0_OK;
 }
 
@@ -353,7 +369,6 @@ static pi0_status cu_model_init(pi0_model *m) {
     cmodel *cm = NULL;
     PI0_TRY(cmodel_alloc(m, &m->w, &cm));
     PI0_TRY(upload_all(m, cm));
-    PI0_TRY(pack_expert(cm, &m->cfg));
     return fold_heads(cm, &m->cfg);
 }
 
@@ -397,7 +412,6 @@ static pi0_status cu_model_init_random(pi0_model *m, uint64_t seed) {
         cudaError_t e = cudaDeviceSynchronize();
         if (e != cudaSuccess) st = pi0_fail(PI0_ERR_BACKEND, "random weight generation: %s", cudaGetErrorString(e));
     }
-    if (st == PI0_OK) st = pack_expert(cm, c);
     if (st == PI0_OK) st = fold_heads(cm, c);
     /* host views stay shape-only (data NULL): the weights live on the GPU */
     return st;
@@ -700,6 +714,13 @@ static pi0_status cu_session_init(pi0_session *ss) {
     /* the expert's o / down projections as unreduced split-K GEMMs summed by the next RMSNorm: faster per call
      * eagerly, but E2E 17.53 vs 17.28 ms in the graph (bench/NOTES.md item 27): opt-in */
     s->xpart_on = (ss->experimental & PI0_EXP_XPART) != 0;
+    if (s->xpart_on) {
+        pi0_status pst2 = pack_expert(cm, c);
+        if (pst2 != PI0_OK) {
+            csess_free(s);
+            return pst2;
+        }
+    }
     s->resid_in_norm = (ss->experimental & PI0_EXP_RESID_IN_NORM) != 0;
     s->vit_chains = (ss->experimental & PI0_EXP_VIT_CHAINS) != 0;
     s->skip = (ss->experimental >> PI0_EXP_SKIP_SHIFT) & 0x1ffu;
@@ -975,13 +996,14 @@ static pi0_status rms_norm(fctx *f, float *x, const float *w, void *y, int ydt, 
 }
 
 /* Expert projection X (T, K) -> residual x (T, D) as unreduced split-K partials left for the next rms_norm (xpart_on:
- * our packed-weight GEMM; resid_in_norm: cuBLASLt's f32 product as one partial); *done = 0 when not taken (no packed
- * weights, i.e. not the expert; T > 64; switched off). */
-static pi0_status xpart_linear(fctx *f, int T, const bf *X, int K, const bf *Wp, const bf *Wraw, int bn, int cs, int D,
-                               int *done) {
+ * our packed-weight GEMM; resid_in_norm: cuBLASLt's f32 product as one partial); *done = 0 when not taken (not the
+ * expert, both switched off, or the packed kernel does not take the shape). */
+static pi0_status xpart_linear(fctx *f, int expert, int T, const bf *X, int K, const bf *Wp, const bf *Wraw, int bn,
+                               int cs, int D, int *done) {
     csess *s = f->s;
     *done = 0;
-    if (s->resid_in_norm && T <= 64 && !s->xpend && Wp) { /* the product alone, as one f32 "partial" */
+    if (!expert) return PI0_OK;
+    if (s->resid_in_norm && !s->xpend) { /* the product alone, as one f32 "partial" */
         PI0_TRY(pi0_linear(s->g, f->st, T, D, K, X, K, GEMM_BF16, Wraw, K, GEMM_BF16, s->xpart, D, GEMM_F32, 0.f,
                            GEMM_EPI_NONE, NULL));
         s->xpend = 1;
@@ -1096,7 +1118,7 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
     PI0_TRY(pi0_gemm(s->g, st, &a));
     }
     done = SKIPPED(4);
-    if (!done) PI0_TRY(xpart_linear(f, T, s->o, qd, Lw->o_wp, Lw->o_w, xo_bn, xo_cs, D, &done));
+    if (!done) PI0_TRY(xpart_linear(f, expert, T, s->o, qd, Lw->o_wp, Lw->o_w, xo_bn, xo_cs, D, &done));
     if (!done) PI0_TRY(skinny(f, T, s->o, qd, Lw->o_w, D, qd, CUK_SK_RESID, x, D, &done));
     if (!done)
         PI0_TRY(pi0_linear(s->g, st, T, D, qd, s->o, qd, GEMM_BF16, Lw->o_w, qd, GEMM_BF16, x, D, GEMM_F32, 1.f,
@@ -1114,7 +1136,7 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
     }
     mark(f, tag, "gate_up_geglu");
     done = SKIPPED(8);
-    if (!done) PI0_TRY(xpart_linear(f, T, s->act, F, Lw->down_wp, Lw->down_w, xd_bn, xd_cs, D, &done));
+    if (!done) PI0_TRY(xpart_linear(f, expert, T, s->act, F, Lw->down_wp, Lw->down_w, xd_bn, xd_cs, D, &done));
     if (!done) PI0_TRY(skinny(f, T, s->act, F, Lw->down_w, D, F, CUK_SK_RESID, x, D, &done));
     if (!done)
         PI0_TRY(pi0_linear(s->g, st, T, D, F, s->act, F, GEMM_BF16, Lw->down_w, F, GEMM_BF16, x, D, GEMM_F32, 1.f,
