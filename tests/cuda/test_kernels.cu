@@ -296,7 +296,12 @@ static void test_attn_mqa(int R, int S, int hd, int rows_lim, int n_lim, int mer
     cuk_attention_lim_ref(q, R, k, v, S, hd, scale, rows_lim, n_lim, oc);
     char nm[96];
     snprintf(nm, sizeof nm, "attn_mqa%s%s R=%d S=%d hd=%d lim=%d/%d", merge ? "(row)" : "",
-             tile_rows == 32 ? "(32)" : tile_rows == CUK_MQA_FLASH ? "(flash)" : tile_rows == CUK_MQA_FLASH_PUSH ? "(push)" : tile_rows == CUK_MQA_FLASH_PUSH2 ? "(push2)" : "",
+             tile_rows == 32                    ? "(32)"
+             : tile_rows == CUK_MQA_FLASH       ? "(flash)"
+             : tile_rows == CUK_MQA_FLASH_PUSH  ? "(push)"
+             : tile_rows == CUK_MQA_FLASH_PUSH2 ? "(push2)"
+             : tile_rows == CUK_MQA_FLASH_K32   ? "(k32)"
+                                                : "",
              R, S, hd, rows_lim, n_lim);
     cmp_bf(nm, og, oc, (size_t)R * hd, 1e-2);
     CK(cudaMemset(o_d, 0xff, (size_t)R * hd * 2));
@@ -801,6 +806,9 @@ int main(void) {
     test_attn_mqa(88, 311, 256, 8, 263, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_PUSH2);
     test_attn_mqa(102, 580, 16, 2, 530, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_PUSH2);
     test_attn_mqa(16, 2048, 256, 8, 2000, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_PUSH2);
+    test_attn_mqa(408, 839, 256, 8, 790, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_K32);
+    test_attn_mqa(400, 839, 256, 0, 0, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_K32);
+    test_attn_mqa(200, 70, 256, 8, 40, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_K32);
     test_flash(1, 3, 16, 256, 256, 72);      /* SigLIP ViT: 3 cameras x 16 heads, hd 72 (padded to 80) */
     test_flash(1, 1, 16, 256, 256, 72, 41);  /* other tile shapes */
     test_flash(1, 2, 16, 256, 256, 72, 44);

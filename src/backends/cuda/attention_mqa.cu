@@ -675,6 +675,7 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
 #define MQ_PUSH 4 /* merge by pushing the partials to the owner CTAs (st.async + mbarrier) instead of pulling */
 #define MQ_PDL 8  /* programmatic dependent launch (CUK_PDL) */
 #define MQ_PUSH2 16 /* push with plain remote stores into a separate receive area, one cluster barrier */
+#define MQ_K32 32   /* hd 256, R > 128: 32-key chunks (up to 16 splits: 4 rows per CTA to merge, one round per warp) */
 #define MQ_SPREAD_SMEM ((size_t)116 * 1024)
 #define MQ_SMEM_MAX ((size_t)227 * 1024) /* the opt-in maximum per CTA on sm_90 */
 #ifdef MQ_DIAG
@@ -766,6 +767,10 @@ static int mq_pick_ns(int R, int S, int rows, int kc) {
                                                    mq_pick_ns(R, S, NR_ * 16, KC_), flags)
 static cudaError_t mq_flash_auto(cudaStream_t st, const bf16 *q, int R, const bf16 *k, const bf16 *v, int S, int hd,
                                  float scale, int rows_lim, int n_lim, bf16 *out, int flags) {
+    if (hd == 256 && R > 128 && (flags & MQ_K32))
+        return mq_flash_launch<256, 4, 1, 32>(st, q, R, k, v, S, scale, rows_lim, n_lim, out, mq_pick_ns(R, S, 64, 32),
+                                              flags & ~MQ_K32);
+    flags &= ~MQ_K32;
     if (hd == 256 && R <= 128) {
         const int nch = (S + 63) / 64;
         return mq_flash_launch<256, 1, 4, 64>(st, q, R, k, v, S, scale, rows_lim, n_lim, out, nch < 8 ? nch : 8,
@@ -789,10 +794,14 @@ cudaError_t cuk_attention_mqa(cudaStream_t st, const uint16_t *q, int R, const u
     if (hd % 16 || hd > 256) return cudaErrorInvalidValue;
     const int pdl = tile_rows & CUK_PDL; /* the flash kernel only; the two-kernel fallback launches plainly */
     tile_rows &= ~CUK_PDL;
-    if (tile_rows == CUK_MQA_FLASH || tile_rows == CUK_MQA_FLASH_PUSH || tile_rows == CUK_MQA_FLASH_PUSH2) {
+    if (tile_rows == CUK_MQA_FLASH || tile_rows == CUK_MQA_FLASH_PUSH || tile_rows == CUK_MQA_FLASH_PUSH2 ||
+        tile_rows == CUK_MQA_FLASH_K32) {
         cudaError_t e = mq_flash_auto(st, (const bf16 *)q, R, (const bf16 *)k, (const bf16 *)v, S, hd, scale,
                                       rows_lim, n_lim, (bf16 *)out,
-                                      (tile_rows == CUK_MQA_FLASH_PUSH ? MQ_PUSH : tile_rows == CUK_MQA_FLASH_PUSH2 ? MQ_PUSH2 : 0) |
+                                      (tile_rows == CUK_MQA_FLASH_PUSH    ? MQ_PUSH
+                                       : tile_rows == CUK_MQA_FLASH_PUSH2 ? MQ_PUSH2
+                                       : tile_rows == CUK_MQA_FLASH_K32   ? MQ_K32
+                                                                          : 0) |
                                           (pdl ? MQ_PDL : 0));
         if (e != cudaErrorInvalidValue) return e;
         tile_rows = 32; /* cluster not schedulable: the two-kernel path */
