@@ -656,9 +656,8 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
         for (int cc = 0; cc < CPL; cc++) {
             const int c4 = lane + 32 * cc;
             if (c4 < NC4) {
-                __align__(8) bf16 ob[4] = {__float2bfloat16_rn(acc[cc].x * inv), __float2bfloat16_rn(acc[cc].y * inv),
-                                           __float2bfloat16_rn(acc[cc].z * inv), __float2bfloat16_rn(acc[cc].w * inv)};
-                *(uint2 *)(a.out + (long long)(r0 + lr) * HD + c4 * 4) = *(const uint2 *)ob;
+                st_bf4(reinterpret_cast<uint16_t *>(a.out + (long long)(r0 + lr) * HD), c4, acc[cc].x * inv,
+                       acc[cc].y * inv, acc[cc].z * inv, acc[cc].w * inv);
             }
         }
     }

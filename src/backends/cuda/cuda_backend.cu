@@ -505,6 +505,10 @@ static void csess_free(csess *s) {
         free(s->mop);
     }
     if (s->exec) cudaGraphExecDestroy(s->exec);
+    if (s->l2_kv) { /* give the device-wide persisting L2 set-aside back */
+        cudaCtxResetPersistingL2Cache();
+        cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, 0);
+    }
     pi0_gemm_ctx_free(s->g);
     for (int c = 0; c < PI0_NUM_CAMERAS; c++) {
         pi0_gemm_ctx_free(s->vg[c]);

@@ -41,6 +41,13 @@ static __device__ __forceinline__ void st_bf(uint16_t *p, long long i, float v) 
     reinterpret_cast<bf16 *>(p)[i] = __float2bfloat16_rn(v);
 }
 
+/* four bf16 (rounded from a, b, c, d) as one 8-byte store: elements 4 i4 .. 4 i4 + 3 of p */
+static __device__ __forceinline__ void st_bf4(uint16_t *p, long long i4, float a, float b, float c, float d) {
+    __align__(8) bf16 o[4] = {__float2bfloat16_rn(a), __float2bfloat16_rn(b), __float2bfloat16_rn(c),
+                              __float2bfloat16_rn(d)};
+    reinterpret_cast<uint2 *>(p)[i4] = *reinterpret_cast<const uint2 *>(o);
+}
+
 static __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

@@ -26,6 +26,15 @@ __global__ void k_layernorm(const float *x, const float *g, const float *b, uint
     for (int i = threadIdx.x; i < w; i += blockDim.x) st_bf(y, r * w + i, (row[i] - mu) * rs * g[i] + b[i]);
 }
 
+/* The register-style row kernels (k_layernorm4, k_rmsnorm4): rows of n4 float4s on th threads (a multiple of 32, at
+ * most NORM_THREADS) x nv float4s each; false when the row does not fit (n4 > 4 NORM_THREADS). */
+static bool row4_shape(int n4, int *th, int *nv) {
+    if (n4 > 4 * NORM_THREADS) return false;
+    *th = n4 < NORM_THREADS ? (n4 + 31) / 32 * 32 : NORM_THREADS;
+    *nv = (n4 + *th - 1) / *th;
+    return true;
+}
+
 /* As k_rmsnorm4: the row, g and b in registers as float4s, all loaded before the first reduction. */
 template <int NV>
 __global__ void __launch_bounds__(256) k_layernorm4(const float *x, const float *g, const float *b, uint16_t *y, int w,
@@ -60,21 +69,17 @@ __global__ void __launch_bounds__(256) k_layernorm4(const float *x, const float 
     for (int j = 0; j < NV; j++) {
         const int i = threadIdx.x + j * blockDim.x;
         if (i >= n4) continue;
-        __align__(8) bf16 ob[4] = {__float2bfloat16_rn((xv[j].x - mu) * rs * gv[j].x + bv[j].x),
-                                   __float2bfloat16_rn((xv[j].y - mu) * rs * gv[j].y + bv[j].y),
-                                   __float2bfloat16_rn((xv[j].z - mu) * rs * gv[j].z + bv[j].z),
-                                   __float2bfloat16_rn((xv[j].w - mu) * rs * gv[j].w + bv[j].w)};
-        reinterpret_cast<uint2 *>(y)[r * n4 + i] = *reinterpret_cast<const uint2 *>(ob);
+        st_bf4(y, r * n4 + i, (xv[j].x - mu) * rs * gv[j].x + bv[j].x, (xv[j].y - mu) * rs * gv[j].y + bv[j].y,
+               (xv[j].z - mu) * rs * gv[j].z + bv[j].z, (xv[j].w - mu) * rs * gv[j].w + bv[j].w);
     }
 }
 
 cudaError_t cuk_layernorm(cudaStream_t st, const float *x, const float *g, const float *b, uint16_t *y,
                           int rows, int w, float eps) {
     if (rows <= 0) return cudaSuccess;
-    const int n4 = w / 4;
-    if (w % 4 == 0 && n4 <= 4 * NORM_THREADS && (((uintptr_t)x | (uintptr_t)g | (uintptr_t)b) & 15) == 0 &&
+    int th, nv;
+    if (w % 4 == 0 && row4_shape(w / 4, &th, &nv) && (((uintptr_t)x | (uintptr_t)g | (uintptr_t)b) & 15) == 0 &&
         ((uintptr_t)y & 7) == 0) {
-        const int th = n4 < NORM_THREADS ? (n4 + 31) / 32 * 32 : NORM_THREADS, nv = (n4 + th - 1) / th;
         if (nv == 1) k_layernorm4<1><<<rows, th, 0, st>>>(x, g, b, y, w, eps);
         if (nv == 2) k_layernorm4<2><<<rows, th, 0, st>>>(x, g, b, y, w, eps);
         if (nv == 3) k_layernorm4<3><<<rows, th, 0, st>>>(x, g, b, y, w, eps);
@@ -113,21 +118,33 @@ static cudaLaunchConfig_t norm_cfg(cudaStream_t st, int rows, int width, int pdl
     pdl_attr(at, &cfg.numAttrs, pdl);
     return cfg;
 }
+
+/* The scalar row kernel of cuk_rmsnorm and cuk_rmsnorm_acc (rows k_rmsnorm4 does not take): np > 0 (the consumer of an
+ * unreduced few-token GEMM, CUK_SK_PARTIAL): the np partials of a row are summed in rank order and added to the
+ * residual row once (x is updated: it is the residual stream); np == 0: x is only read. Then the row is normalised. */
 template <int YDT>
-__global__ void k_rmsnorm(const float *x, const float *wt, void *y, int width, float eps) {
+__global__ void k_rmsnorm(float *x, const float *part, int np, long long pstride, int ldp, const float *wt, void *y,
+                          int width, float eps) {
     extern __shared__ float row[];
     __shared__ float red[33];
     long long r = blockIdx.x;
-    const float *xr = x + r * width;
+    float *xr = x + r * width;
+    const float *pr = part + (np > 0 ? r * ldp : 0);
     pdl_trigger();
     pdl_wait();
     float q = 0.f;
     for (int i = threadIdx.x; i < width; i += blockDim.x) {
         float v = xr[i];
+        if (np > 0) {
+            float s = pr[i];
+            for (int c = 1; c < np; c++) s += pr[c * pstride + i];
+            v += s;
+            xr[i] = v;
+        }
         row[i] = v;
         q += v * v;
     }
-    float rs = rsqrtf(block_sum(q, red) / (float)width + eps);
+    float rs = rsqrtf(block_sum(q, red) / (float)width + eps); /* its barrier also publishes row[] */
     for (int i = threadIdx.x; i < width; i += blockDim.x) {
         float v = row[i] * rs * (1.f + wt[i]);
         if (YDT == CUK_BF16) st_bf((uint16_t *)y, r * width + i, v);
@@ -136,13 +153,17 @@ __global__ void k_rmsnorm(const float *x, const float *wt, void *y, int width, f
 }
 
 /* Latency-bound rows (the expert's 51): the row and the weights in registers as float4s, every global load issued
- * before the one reduction (the weights first: they do not depend on the previous kernel), no shared-memory row. */
-template <int YDT, int NV>
-__global__ void __launch_bounds__(256) k_rmsnorm4(const float *x, const float *wt, void *y, int width, float eps) {
+ * before the one reduction (the weights first: they do not depend on the previous kernel), no shared-memory row.
+ * NP > 0 (cuk_rmsnorm_acc): the NP split-K partials of the row (part[c][r] at part + c pstride + r ldp) are loaded
+ * with it, summed in rank order and added to the row, which is written back (x is the residual stream). */
+template <int YDT, int NV, int NP>
+__global__ void __launch_bounds__(256) k_rmsnorm4(float *x, const float *part, long long pstride, int ldp,
+                                                  const float *wt, void *y, int width, float eps) {
     __shared__ float red[33];
     const long long r = blockIdx.x;
     const int n4 = width >> 2;
-    const float4 *xr = reinterpret_cast<const float4 *>(x + r * width), *w4 = reinterpret_cast<const float4 *>(wt);
+    float4 *xr = reinterpret_cast<float4 *>(x + r * width);
+    const float4 *w4 = reinterpret_cast<const float4 *>(wt);
     float4 xv[NV], wv[NV];
     pdl_trigger();
 #pragma unroll
@@ -155,10 +176,19 @@ __global__ void __launch_bounds__(256) k_rmsnorm4(const float *x, const float *w
 #pragma unroll
     for (int j = 0; j < NV; j++) {
         const int i = threadIdx.x + j * blockDim.x;
-        if (i < n4) {
-            xv[j] = xr[i];
-            q += xv[j].x * xv[j].x + xv[j].y * xv[j].y + xv[j].z * xv[j].z + xv[j].w * xv[j].w;
+        if (i >= n4) continue;
+        float4 p[NP > 0 ? NP : 1];
+#pragma unroll
+        for (int c = 0; c < NP; c++) p[c] = reinterpret_cast<const float4 *>(part + r * ldp + c * pstride)[i];
+        xv[j] = xr[i];
+        if (NP > 0) {
+            float4 sm = p[0];
+#pragma unroll
+            for (int c = 1; c < NP; c++) sm.x += p[c].x, sm.y += p[c].y, sm.z += p[c].z, sm.w += p[c].w;
+            xv[j].x += sm.x, xv[j].y += sm.y, xv[j].z += sm.z, xv[j].w += sm.w;
+            xr[i] = xv[j];
         }
+        q += xv[j].x * xv[j].x + xv[j].y * xv[j].y + xv[j].z * xv[j].z + xv[j].w * xv[j].w;
     }
     const float rs = rsqrtf(block_sum(q, red) / (float)width + eps);
 #pragma unroll
@@ -167,13 +197,23 @@ __global__ void __launch_bounds__(256) k_rmsnorm4(const float *x, const float *w
         if (i >= n4) continue;
         const float o0 = xv[j].x * rs * (1.f + wv[j].x), o1 = xv[j].y * rs * (1.f + wv[j].y);
         const float o2 = xv[j].z * rs * (1.f + wv[j].z), o3 = xv[j].w * rs * (1.f + wv[j].w);
-        if (YDT == CUK_BF16) {
-            __align__(8) bf16 ob[4] = {__float2bfloat16_rn(o0), __float2bfloat16_rn(o1), __float2bfloat16_rn(o2),
-                                       __float2bfloat16_rn(o3)};
-            reinterpret_cast<uint2 *>(y)[r * n4 + i] = *reinterpret_cast<const uint2 *>(ob);
-        } else {
-            reinterpret_cast<float4 *>(y)[r * n4 + i] = make_float4(o0, o1, o2, o3);
-        }
+        if (YDT == CUK_BF16) st_bf4((uint16_t *)y, r * n4 + i, o0, o1, o2, o3);
+        else reinterpret_cast<float4 *>(y)[r * n4 + i] = make_float4(o0, o1, o2, o3);
+    }
+}
+
+/* k_rmsnorm4<YDT, nv, NP> on cfg (its block size set here); cudaErrorInvalidValue when nv is not 1..4 */
+template <int YDT, int NP>
+static cudaError_t rmsnorm4_launch(cudaLaunchConfig_t *cfg, int th, int nv, float *x, const float *part,
+                                   long long pstride, int ldp, const float *w, void *y, int width, float eps) {
+    cfg->blockDim = dim3((unsigned)th);
+    cfg->dynamicSmemBytes = 0;
+    switch (nv) {
+    case 1: return cudaLaunchKernelEx(cfg, k_rmsnorm4<YDT, 1, NP>, x, part, pstride, ldp, w, y, width, eps);
+    case 2: return cudaLaunchKernelEx(cfg, k_rmsnorm4<YDT, 2, NP>, x, part, pstride, ldp, w, y, width, eps);
+    case 3: return cudaLaunchKernelEx(cfg, k_rmsnorm4<YDT, 3, NP>, x, part, pstride, ldp, w, y, width, eps);
+    case 4: return cudaLaunchKernelEx(cfg, k_rmsnorm4<YDT, 4, NP>, x, part, pstride, ldp, w, y, width, eps);
+    default: return cudaErrorInvalidValue;
     }
 }
 
@@ -183,105 +223,35 @@ cudaError_t cuk_rmsnorm(cudaStream_t st, const float *x, const float *w, void *y
     cudaLaunchAttribute at[1];
     cudaLaunchConfig_t cfg = norm_cfg(st, rows, width, ydt & CUK_PDL, at);
     ydt &= ~CUK_PDL;
-    const int n4 = width / 4;
-    const bool v4 = width % 4 == 0 && n4 <= 4 * NORM_THREADS && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0 &&
-                    ((uintptr_t)y & 15) == 0;
-    cudaError_t e = cudaErrorInvalidValue;
-    if (v4) {
-        const int th = n4 < NORM_THREADS ? (n4 + 31) / 32 * 32 : NORM_THREADS, nv = (n4 + th - 1) / th;
-        cfg.blockDim = dim3((unsigned)th);
-        cfg.dynamicSmemBytes = 0;
-#define RMS4(nv_)                                                                                                 \
-    if (nv == nv_)                                                                                                \
-        e = ydt == CUK_BF16 ? cudaLaunchKernelEx(&cfg, k_rmsnorm4<CUK_BF16, nv_>, x, w, y, width, eps)            \
-                            : cudaLaunchKernelEx(&cfg, k_rmsnorm4<CUK_F32, nv_>, x, w, y, width, eps);
-        RMS4(1) RMS4(2) RMS4(3) RMS4(4)
-#undef RMS4
+    int th, nv;
+    cudaError_t e;
+    if (width % 4 == 0 && row4_shape(width / 4, &th, &nv) &&
+        ((((uintptr_t)x | (uintptr_t)w | (uintptr_t)y) & 15) == 0)) {
+        float *xm = const_cast<float *>(x); /* NP = 0: read only */
+        e = ydt == CUK_BF16 ? rmsnorm4_launch<CUK_BF16, 0>(&cfg, th, nv, xm, NULL, 0, 0, w, y, width, eps)
+                            : rmsnorm4_launch<CUK_F32, 0>(&cfg, th, nv, xm, NULL, 0, 0, w, y, width, eps);
     } else {
-        e = ydt == CUK_BF16 ? cudaLaunchKernelEx(&cfg, k_rmsnorm<CUK_BF16>, x, w, y, width, eps)
-                            : cudaLaunchKernelEx(&cfg, k_rmsnorm<CUK_F32>, x, w, y, width, eps);
+        float *xm = const_cast<float *>(x); /* np = 0: read only */
+        e = ydt == CUK_BF16 ? cudaLaunchKernelEx(&cfg, k_rmsnorm<CUK_BF16>, xm, (const float *)NULL, 0, 0LL, 0, w, y,
+                                                 width, eps)
+                            : cudaLaunchKernelEx(&cfg, k_rmsnorm<CUK_F32>, xm, (const float *)NULL, 0, 0LL, 0, w, y,
+                                                 width, eps);
     }
     if (e != cudaSuccess) return e;
     LAUNCH_RET();
 }
 
-/* ---------------- residual += split-K partials, then RMSNorm (1+w) ---------------- */
-/* The consumer of an unreduced few-token GEMM (CUK_SK_PARTIAL): the np partials of a row are summed in rank order,
- * added to the residual row once (x is updated: it is the residual stream), and the row is normalised. NP > 0:
- * np == NP and width <= 4 x blockDim: one float4 column per thread, the weights, the row and every partial in
- * registers, all loaded at once (as k_rmsnorm4); NP == 0: any np, scalar. */
-template <int YDT, int NP>
-__global__ void k_rmsnorm_acc(float *x, const float *part, int np, long long pstride, int ldp, const float *wt, void *y,
-                              int width, float eps) {
-    extern __shared__ float row[];
-    __shared__ float red[33];
-    long long r = blockIdx.x;
-    float *xr = x + r * width;
-    const float *pr = part + r * ldp;
-    pdl_trigger();
-    if (NP > 0) {
-        const int i = threadIdx.x * 4;
-        const bool on = i < width;
-        float4 w4 = make_float4(0.f, 0.f, 0.f, 0.f), v = w4, p[NP > 0 ? NP : 1];
-        if (on) w4 = __ldg(reinterpret_cast<const float4 *>(wt + i));
-        pdl_wait();
-        float q = 0.f;
-        if (on) {
-#pragma unroll
-            for (int c = 0; c < NP; c++) p[c] = *(const float4 *)(pr + c * pstride + i);
-            v = *(const float4 *)(xr + i);
-            float4 s = p[0];
-#pragma unroll
-            for (int c = 1; c < NP; c++) s.x += p[c].x, s.y += p[c].y, s.z += p[c].z, s.w += p[c].w;
-            v.x += s.x, v.y += s.y, v.z += s.z, v.w += s.w;
-            *(float4 *)(xr + i) = v;
-            q = v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-        }
-        const float rs = rsqrtf(block_sum(q, red) / (float)width + eps);
-        if (!on) return;
-        const float o0 = v.x * rs * (1.f + w4.x), o1 = v.y * rs * (1.f + w4.y), o2 = v.z * rs * (1.f + w4.z),
-                    o3 = v.w * rs * (1.f + w4.w);
-        if (YDT == CUK_BF16) {
-            __align__(8) bf16 ob[4] = {__float2bfloat16_rn(o0), __float2bfloat16_rn(o1), __float2bfloat16_rn(o2),
-                                       __float2bfloat16_rn(o3)};
-            *reinterpret_cast<uint2 *>((uint16_t *)y + r * width + i) = *reinterpret_cast<const uint2 *>(ob);
-        } else {
-            *reinterpret_cast<float4 *>((float *)y + r * width + i) = make_float4(o0, o1, o2, o3);
-        }
-        return;
-    }
-    pdl_wait();
-    float q = 0.f;
-    {
-        for (int i = threadIdx.x; i < width; i += blockDim.x) {
-            float s = pr[i];
-            for (int c = 1; c < np; c++) s += pr[c * pstride + i];
-            const float v = xr[i] + s;
-            xr[i] = v;
-            row[i] = v;
-            q += v * v;
-        }
-    }
-    float rs = rsqrtf(block_sum(q, red) / (float)width + eps); /* its barrier also publishes row[] */
-    for (int i = threadIdx.x; i < width; i += blockDim.x) {
-        float v = row[i] * rs * (1.f + wt[i]);
-        if (YDT == CUK_BF16) st_bf((uint16_t *)y, r * width + i, v);
-        else ((float *)y)[r * width + i] = v;
-    }
-}
-
 template <int YDT>
 static cudaError_t rmsnorm_acc_launch(cudaLaunchConfig_t *cfg, float *x, const float *part, int np, long long pstride,
                                       int ldp, const float *w, void *y, int width, float eps) {
-    const bool v4 = width % 4 == 0 && width <= 4 * NORM_THREADS && ldp % 4 == 0 && pstride % 4 == 0 &&
+    int th, nv;
+    const bool v4 = width % 4 == 0 && row4_shape(width / 4, &th, &nv) && ldp % 4 == 0 && pstride % 4 == 0 &&
                     ((((uintptr_t)x | (uintptr_t)part | (uintptr_t)w | (uintptr_t)y) & 15) == 0);
-#define RMS_ACC(n) cudaLaunchKernelEx(cfg, k_rmsnorm_acc<YDT, n>, x, part, np, pstride, ldp, w, y, width, eps)
-    if (v4 && np == 1) return RMS_ACC(1);
-    if (v4 && np == 2) return RMS_ACC(2);
-    if (v4 && np == 4) return RMS_ACC(4);
-    if (v4 && np == 8) return RMS_ACC(8);
-    return RMS_ACC(0);
-#undef RMS_ACC
+    if (v4 && np == 1) return rmsnorm4_launch<YDT, 1>(cfg, th, nv, x, part, pstride, ldp, w, y, width, eps);
+    if (v4 && np == 2) return rmsnorm4_launch<YDT, 2>(cfg, th, nv, x, part, pstride, ldp, w, y, width, eps);
+    if (v4 && np == 4) return rmsnorm4_launch<YDT, 4>(cfg, th, nv, x, part, pstride, ldp, w, y, width, eps);
+    if (v4 && np == 8) return rmsnorm4_launch<YDT, 8>(cfg, th, nv, x, part, pstride, ldp, w, y, width, eps);
+    return cudaLaunchKernelEx(cfg, k_rmsnorm<YDT>, x, part, np, pstride, ldp, w, y, width, eps);
 }
 
 cudaError_t cuk_rmsnorm_acc(cudaStream_t st, float *x, const float *part, int np, long long pstride, int ldp,
