@@ -240,6 +240,57 @@ int main() {
             snprintf(nm, sizeof nm, "lt cand %d/%d", ci, nc);
             printf("%-14s %-12s %9.2f %9.0f %8.1e\n", sh.name, nm, t, wbytes / t / 1e3, r);
         }
+        /* cuBLASLt with the operand roles swapped (SKINNY_SWAP=1): m = the T tokens, n = the N features, so the
+         * output is feature-major (T, N) column-major with ldc 64; timing only for GeGLU (its kernel runs on the
+         * transposed product). Checked against the reference transposed (beta 0, residual taken off). */
+        if (getenv("SKINNY_SWAP")) {
+            const int ldt = 64;
+            void *outT;
+            CK(cudaMalloc(&outT, (size_t)ldt * N * 4));
+            for (int ci = -1; ci < 64; ci++) {
+                pi0_gemm_ctx *gs;
+                if (pi0_gemm_ctx_create(&gs, ws, 32 << 20) != PI0_OK) break;
+                if (ci >= 0) pi0_gemm_ctx_force_candidate(gs, ci);
+                auto swp = [&](float beta) {
+                    return [&, beta](const uint16_t *W) -> cudaError_t {
+                        cudaError_t he = hot();
+                        if (he != cudaSuccess) return he;
+                        pi0_gemm_args a;
+                        memset(&a, 0, sizeof a);
+                        a.m = T; a.n = N; a.k = K;
+                        a.A = X; a.lda = K; a.opA = 1; a.ta = GEMM_BF16;
+                        a.B = W; a.ldb = K; a.opB = 0; a.tb = GEMM_BF16;
+                        a.C = outT; a.ldc = ldt; a.tc = f32 ? GEMM_F32 : GEMM_BF16;
+                        a.alpha = 1.f; a.beta = beta; a.batch = 1;
+                        if (pi0_gemm(gs, st, &a)) return cudaErrorUnknown;
+                        if (sh.mode == CUK_SK_GEGLU) return cuk_geglu(st, (const uint16_t *)outT, (uint16_t *)out, T, N / 2);
+                        return cudaSuccess;
+                    };
+                };
+                CK(cudaMemsetAsync(outT, 0, (size_t)ldt * N * 4, st));
+                cudaError_t se = swp(0.f)(Wc);
+                int nc = ci >= 0 ? pi0_gemm_ctx_force_candidate(gs, ci) : 0;
+                if (se != cudaSuccess || (ci >= 0 && ci >= nc)) { pi0_gemm_ctx_free(gs); cudaGetLastError(); break; }
+                CK(cudaStreamSynchronize(st));
+                double r = -1;
+                if (sh.mode != CUK_SK_GEGLU) {
+                    std::vector<double> got = fetch(outT, (size_t)ldt * N, f32), tr((size_t)T * N), rf((size_t)T * N);
+                    for (int t = 0; t < T; t++)
+                        for (int n = 0; n < N; n++) {
+                            tr[(size_t)t * N + n] = got[(size_t)n * ldt + t];
+                            rf[(size_t)t * N + n] = ref[(size_t)t * N + n] - (f32 ? hr[(size_t)t * N + n] : 0.0);
+                        }
+                    r = rel(tr, rf);
+                }
+                double t = timeit(swp(f32 ? 1.f : 0.f));
+                pi0_gemm_ctx_free(gs);
+                char nm[32];
+                if (ci < 0) snprintf(nm, sizeof nm, "lt swap heur");
+                else snprintf(nm, sizeof nm, "lt swap %d/%d", ci, nc);
+                printf("%-14s %-14s %9.2f %9.0f %8.1e\n", sh.name, nm, t, wbytes / t / 1e3, r);
+            }
+            CK(cudaFree(outT));
+        }
         double best = 1e30;
         /* k_skinny2 (nw 4 / 8 warps, mt 1 / 2; only with SKINNY_ALL), the packed-weight wgmma kernel (nw = BN 64 /
          * 128, every split; its weights repacked for each tile choice), the packed kernel's auto pick (nw = 0) */

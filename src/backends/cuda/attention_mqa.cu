@@ -235,6 +235,12 @@ __global__ void k_mqa_merge4(const float *__restrict__ part, int R, int hd, int 
  * R = 408 (64 KB of f32 partials into every CTA), push ~1.5 us more than pull; the math runs at ~15 cycles
  * per HMMA.16816 per SM sub-partition (ldmatrix-bound), ~2 us per 64 x 64 chunk-tile.
  * No global workspace, one launch.
+ * With the o projection fused (MQ_OPROJ, cuk_attention_mqa_oproj): the row tiles are the heads (tile h = the T <= 64
+ * tokens of head h, q row t nh + h), so a cluster holds the whole O_h once its owners have merged; each owner writes
+ * its rows to out, a release / acquire cluster barrier publishes them (it also ends the remote reads of the
+ * partials), and every CTA then multiplies the O_h tile (reloaded from L2) by its slice of columns of the o weight's
+ * head block (mma.sync, the slice prefetched into L2 at kernel start): opart[h] (T, D) f32, the per-head partial sums
+ * that the next RMSNorm adds to the residual (cuk_rmsnorm_acc), in place of the o projection GEMM.
  */
 #include <cooperative_groups.h>
 namespace cg = cooperative_groups;
@@ -244,6 +250,9 @@ struct MqArgs {
     bf16 *out;
     int R, S, rows_lim, n_lim, ns, nbuf, premerge, push;
     float sl2; /* scale * log2(e) */
+    int heads, D, qd;   /* MQ_OPROJ: tiles = heads (else 0); o weight wo (D, qd = heads * HD) row-major */
+    const bf16 *wo;
+    float *opart;       /* MQ_OPROJ: (heads, T, D) f32 per-head partials of the o projection */
     int diag;  /* MQ_DIAG builds only (dev/cuda/attention_mqa.cu): 1 skip K/V loads, 2 skip the math, 4 skip the merge */
 };
 
@@ -344,7 +353,11 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
     float *Op = (float *)smem;
     float *Ms = (float *)(smem + C::main_bytes(a.nbuf)), *Ls = Ms + NK * ROWS, *Wt = Ls + NK * ROWS;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, rt = warp % NR, kg = warp / NR;
-    const int split = blockIdx.x, ns = a.ns, r0 = blockIdx.y * ROWS, R = a.R, S = a.S;
+    const int split = blockIdx.x, ns = a.ns, R = a.R, S = a.S;
+    /* row tile: ROWS consecutive q rows from r0, or (MQ_OPROJ) the Tt tokens of head hh (q row t heads + hh) */
+    const int hm = a.heads, hh = blockIdx.y, Tt = hm ? R / hm : 0, r0 = hm ? 0 : blockIdx.y * ROWS;
+    auto grow = [&](int lr) { return hm ? lr * hm + hh : r0 + lr; };
+    auto gvalid = [&](int lr) { return hm ? lr < Tt : r0 + lr < R; };
     const int nch = (S + KC - 1) / KC, cb = split * nch / ns, nmy = (split + 1) * nch / ns - cb;
 #ifdef MQ_DIAG
     const bool dg_nokv = a.diag & 1, dg_nomath = a.diag & 2, dg_nomerge = a.diag & 4;
@@ -354,7 +367,7 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
 
     /* this CTA merges the rows lr = split + ns i (i < nmr) of the tile */
     int nmr = 0;
-    for (int lr = split; lr < ROWS && r0 + lr < R; lr += ns) nmr++;
+    for (int lr = split; lr < ROWS && gvalid(lr); lr += ns) nmr++;
     /* push: 1 = st.async into the receive area over Q/K/V (after a cluster barrier), counted on an mbarrier;
      * 2 = plain remote stores into a receive area of its own past the tail, published by one release / acquire
      * cluster barrier (no barrier before, none after: nothing is read remotely) */
@@ -374,8 +387,8 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
         const int nv = v1 - v0;
         for (int i = tid; i < ROWS * nv; i += NTH) {
             const int r = i / nv, c = (v0 + i - r * nv) * 8;
-            const bool ok = r0 + r < R;
-            mq_cp16(Qs + r * LD + c, a.q + (ok ? (long long)(r0 + r) * HD + c : 0), ok);
+            const bool ok = gvalid(r);
+            mq_cp16(Qs + r * LD + c, a.q + (ok ? (long long)grow(r) * HD + c : 0), ok);
         }
     };
     auto load = [&](int ch, int buf, int isv, int v0, int v1) {
@@ -389,6 +402,19 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
             mq_cp16(d + r * LD + c, src + (ok ? (long long)(key0 + r) * HD + c : 0), ok);
         }
     };
+    /* MQ_OPROJ: this CTA's columns [oc0, oc1) of the o projection (16-column units spread over the splits); their
+     * weights are constant, so they are pulled into L2 before the dependency wait */
+    int oc0 = 0, oc1 = 0;
+    if (hm) {
+        const int nu = a.D / 16;
+        oc0 = split * nu / ns * 16;
+        oc1 = (split + 1) * nu / ns * 16;
+        constexpr int LPR = (HD * 2 + 127) / 128; /* 128-byte lines per weight row */
+        for (int i = tid; i < (oc1 - oc0) * LPR; i += NTH) {
+            const int n = oc0 + i / LPR, ln = i - (i / LPR) * LPR;
+            asm volatile("prefetch.global.L2 [%0];\n" ::"l"(a.wo + (long long)n * a.qd + hh * HD + ln * 64));
+        }
+    }
     /* first chunk in three groups: Q and K columns [0, HD/2), then [HD/2, HD), then V */
     pdl_trigger();
     pdl_wait(); /* Q and the newest K/V rows come from the previous kernel */
@@ -402,8 +428,8 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
     cp_async_commit();
 
     const int g = lane >> 2, tq = lane & 3;
-    const int gr0 = r0 + rt * 16 + g, gr1 = gr0 + 8;
-    const bool act = r0 + rt * 16 < R && !dg_nomath;
+    const int gr0 = grow(rt * 16 + g), gr1 = grow(rt * 16 + g + 8);
+    const bool act = gvalid(rt * 16) && !dg_nomath;
     const int lim0 = min(gr0 < a.rows_lim ? a.n_lim : S, S), lim1 = min(gr1 < a.rows_lim ? a.n_lim : S, S);
     const float sl2 = a.sl2;
     const bf16 *Qw = Qs + rt * 16 * LD;
@@ -508,9 +534,9 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
         if (!push2) mq_cluster_sync_relaxed();
         const int np = ns * NK, p = split * NK + kg, rslots = (ROWS + ns - 1) / ns;
         rml = recv + (size_t)rslots * np * HD;
-        if (r0 + rt * 16 < R) {
+        if (gvalid(rt * 16)) {
             const int odd = tq & 1, lr = rt * 16 + g + (odd ? 8 : 0), owner = lr % ns, slot = lr / ns;
-            const bool ok = r0 + lr < R;
+            const bool ok = gvalid(lr);
             const unsigned dst = mq_mapa(recv + ((size_t)slot * np + p) * HD + (tq & 2) * 2, owner);
             const unsigned rb = push2 ? 0u : mq_mapa(rbar, owner);
 #pragma unroll
@@ -523,7 +549,7 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
                 else if (ok) mq_st_async4(dst + i * 32, v0, v1, v2, v3, rb);
             }
             const int lr2 = rt * 16 + g + (tq == 1 ? 8 : 0);
-            if (tq < 2 && r0 + lr2 < R) {
+            if (tq < 2 && gvalid(lr2)) {
                 const int ow2 = lr2 % ns;
                 const unsigned d2 = mq_mapa(rml + ((size_t)(lr2 / ns) * np + p) * 2, ow2);
                 if (push2) mq_st_cl2(d2, tq ? m1 : m0, tq ? l1 : l0);
@@ -533,7 +559,7 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
         if (push2) asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
         else mq_mbar_wait((unsigned)__cvta_generic_to_shared(rbar), 0);
     } else {
-        if (r0 + rt * 16 < R) {
+        if (gvalid(rt * 16)) {
             float *op = Op + (kg * ROWS + rt * 16 + g) * OLD + tq * 2;
 #pragma unroll
             for (int i = 0; i < NTO; i++) {
@@ -567,7 +593,7 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
             __syncthreads();
             for (int e = tid; e < ROWS * NC4; e += NTH) {
                 const int r = e / NC4, c = (e - r * NC4) * 4;
-                if (r0 + r >= R) continue;
+                if (!gvalid(r)) continue;
                 float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
                 for (int j = 0; j < NK; j++) {
@@ -656,7 +682,7 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
         for (int cc = 0; cc < CPL; cc++) {
             const int c4 = lane + 32 * cc;
             if (c4 < NC4) {
-                st_bf4(reinterpret_cast<uint16_t *>(a.out + (long long)(r0 + lr) * HD), c4, acc[cc].x * inv,
+                st_bf4(reinterpret_cast<uint16_t *>(a.out + (long long)grow(lr) * HD), c4, acc[cc].x * inv,
                        acc[cc].y * inv, acc[cc].z * inv, acc[cc].w * inv);
             }
         }
@@ -664,7 +690,49 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
     /* pull: no CTA may leave while the others still read its shared memory (their loads have completed once
      * they arrive here, so no memory ordering is needed); push: every CTA has received all its rows, so no
      * st.async is in flight when any CTA leaves */
-    if (ns > 1 && !push2) mq_cluster_sync_relaxed();
+    if (!hm) {
+        if (ns > 1 && !push2) mq_cluster_sync_relaxed();
+        return;
+    }
+    /* MQ_OPROJ (pull merge, NK = 1): every owner's rows of O_h are in out; the release / acquire barrier makes them
+     * visible cluster-wide and ends the remote reads of this CTA's partials, so its shared memory is free */
+    if (ns > 1) cl.sync();
+    else __syncthreads();
+    if (oc1 <= oc0) return;
+    constexpr int OPN = 80; /* o-projection columns per pass (10 n-tiles of 8) */
+    bf16 *Os = Qs, *Ws = KVs;
+    for (int i = tid; i < ROWS * V8; i += NTH) {
+        const int r = i / V8, c = (i - r * V8) * 8;
+        const bool ok = r < Tt;
+        mq_cp16(Os + r * LD + c, a.out + (ok ? (long long)(r * hm + hh) * HD + c : 0), ok);
+    }
+    for (int n0 = oc0; n0 < oc1; n0 += OPN) {
+        for (int i = tid; i < OPN * V8; i += NTH) {
+            const int r = i / V8, c = (i - r * V8) * 8;
+            const bool ok = n0 + r < oc1;
+            mq_cp16(Ws + r * LD + c, a.wo + (ok ? (long long)(n0 + r) * a.qd + hh * HD + c : 0), ok);
+        }
+        cp_async_commit();
+        cp_async_wait<0>();
+        __syncthreads();
+        if (gvalid(rt * 16)) {
+            float s[OPN / 8][4];
+#pragma unroll
+            for (int j = 0; j < OPN / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+            mq_qk<0, HD / 16, OPN / 8, LD>(s, Os + rt * 16 * LD, Ws, lane);
+            const int t0 = rt * 16 + g;
+            float *p0 = a.opart + ((long long)hh * Tt + t0) * a.D;
+#pragma unroll
+            for (int j = 0; j < OPN / 8; j++) {
+                const int n = n0 + j * 8 + tq * 2;
+                if (n < oc1) {
+                    if (t0 < Tt) *(float2 *)(p0 + n) = make_float2(s[j][0], s[j][1]);
+                    if (t0 + 8 < Tt) *(float2 *)(p0 + 8LL * a.D + n) = make_float2(s[j][2], s[j][3]);
+                }
+            }
+        }
+        __syncthreads(); /* Ws is refilled by the next pass */
+    }
 }
 
 /* launcher flags: premerge the key groups of a CTA locally; pad the shared memory so that one CTA holds
@@ -675,6 +743,12 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
 #define MQ_PDL 8  /* programmatic dependent launch (CUK_PDL) */
 #define MQ_PUSH2 16 /* push with plain remote stores into a separate receive area, one cluster barrier */
 #define MQ_K32 32   /* hd 256, R > 128: 32-key chunks (up to 16 splits: 4 rows per CTA to merge, one round per warp) */
+#define MQ_OPROJ 64 /* head-aligned tiles and the o projection's per-head partials (mq_flash_launch's op) */
+struct MqOproj {
+    int heads, D;
+    const bf16 *wo;
+    float *opart;
+};
 #define MQ_SPREAD_SMEM ((size_t)116 * 1024)
 #define MQ_SMEM_MAX ((size_t)227 * 1024) /* the opt-in maximum per CTA on sm_90 */
 #ifdef MQ_DIAG
@@ -686,8 +760,12 @@ static const int mq_diag = 0;
  * cluster cannot be scheduled (the caller falls back) */
 template <int HD, int NR, int NK, int KC>
 static cudaError_t mq_flash_launch(cudaStream_t st, const bf16 *q, int R, const bf16 *k, const bf16 *v, int S,
-                                   float scale, int rows_lim, int n_lim, bf16 *out, int ns, int flags) {
+                                   float scale, int rows_lim, int n_lim, bf16 *out, int ns, int flags,
+                                   const MqOproj *op = NULL) {
     using C = MqCfg<HD, NR, NK, KC>;
+    if (op && (NK != 1 || op->heads <= 0 || R % op->heads || R / op->heads > C::ROWS || op->D % 16 || !op->wo ||
+               !op->opart || (flags & (MQ_PUSH | MQ_PUSH2))))
+        return cudaErrorInvalidValue;
     const int premerge = flags & MQ_PREMERGE, spread = (flags & MQ_SPREAD) ? 1 : 0;
     int push = (flags & MQ_PUSH2) ? 2 : (flags & MQ_PUSH) ? 1 : 0;
     const int nch = (S + KC - 1) / KC;
@@ -702,7 +780,7 @@ static cudaError_t mq_flash_launch(cudaStream_t st, const bf16 *q, int R, const 
     size_t sm = C::smem_bytes(nbuf) + (push == 2 ? recv_bytes : 0);
     if (spread && sm < MQ_SPREAD_SMEM) sm = MQ_SPREAD_SMEM;
     static int attr = 0;             /* 1: attributes set, -1: failed */
-    static signed char ok[17][2][2][3]; /* cluster schedulable per (ns, nbuf, spread, push): 0 unknown, 1 yes, -1 no */
+    static short ncls[17][2][2][3]; /* co-resident clusters per (ns, nbuf, spread, push) + 1; 0 unknown */
     if (!attr) {
         const size_t smax = MQ_SMEM_MAX;
         cudaError_t e = cudaFuncSetAttribute(k_mqa_flash<HD, NR, NK, KC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -719,9 +797,14 @@ static cudaError_t mq_flash_launch(cudaStream_t st, const bf16 *q, int R, const 
     a.push = push;
     a.sl2 = scale * 1.4426950408889634f;
     a.diag = mq_diag;
+    a.heads = op ? op->heads : 0;
+    a.D = op ? op->D : 0;
+    a.qd = op ? op->heads * HD : 0;
+    a.wo = op ? op->wo : NULL;
+    a.opart = op ? op->opart : NULL;
     cudaLaunchConfig_t cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.gridDim = dim3((unsigned)ns, (unsigned)((R + C::ROWS - 1) / C::ROWS), 1);
+    cfg.gridDim = dim3((unsigned)ns, (unsigned)(op ? op->heads : (R + C::ROWS - 1) / C::ROWS), 1);
     cfg.blockDim = dim3(C::NTH, 1, 1);
     cfg.dynamicSmemBytes = sm;
     cfg.stream = st;
@@ -733,14 +816,15 @@ static cudaError_t mq_flash_launch(cudaStream_t st, const bf16 *q, int R, const 
     cfg.attrs = at;
     cfg.numAttrs = 1;
     pdl_attr(at, &cfg.numAttrs, flags & MQ_PDL);
-    signed char &okc = ok[ns][nbuf - 1][spread][push];
-    if (!okc) {
+    short &nc1 = ncls[ns][nbuf - 1][spread][push];
+    if (!nc1) {
         int ncl = 0;
         cudaError_t e = cudaOccupancyMaxActiveClusters(&ncl, k_mqa_flash<HD, NR, NK, KC>, &cfg);
         if (e != cudaSuccess) (void)cudaGetLastError();
-        okc = e == cudaSuccess && ncl > 0 ? 1 : -1;
+        nc1 = (short)((e == cudaSuccess ? (ncl < 1000 ? ncl : 1000) : 0) + 1);
     }
-    if (okc < 0) return cudaErrorInvalidValue;
+    /* not schedulable; MQ_OPROJ: every head's cluster must be resident at once (its caller tries fewer splits) */
+    if (nc1 < 2 || (op && nc1 - 1 < op->heads)) return cudaErrorInvalidValue;
     cudaError_t e = cudaLaunchKernelEx(&cfg, k_mqa_flash<HD, NR, NK, KC>, a);
     if (e != cudaSuccess) return e;
     LAUNCH_RET();
@@ -835,6 +919,40 @@ cudaError_t cuk_attention_mqa(cudaStream_t st, const uint16_t *q, int R, const u
         k_mqa_merge4<<<(unsigned)((n4 + 255) / 256), 256, 0, st>>>(part, R, hd, nsplit, (bf16 *)out);
     }
     LAUNCH_RET();
+}
+
+cudaError_t cuk_attention_mqa_oproj(cudaStream_t st, const uint16_t *q, int R, int nh, const uint16_t *k,
+                                    const uint16_t *v, int S, int hd, float scale, int rows_lim, int n_lim,
+                                    uint16_t *out, const uint16_t *wo, int D, float *opart, int flags) {
+    if (R <= 0 || S <= 0) return cudaSuccess;
+    if (nh <= 0 || R % nh || R / nh > 64) return cudaErrorInvalidValue;
+    MqOproj op;
+    op.heads = nh; op.D = D; op.wo = (const bf16 *)wo; op.opart = opart;
+    const int nch = (S + 63) / 64;
+    int ns0 = (MQ_TARGET_CTAS + nh / 2) / nh;
+    if (ns0 > nch) ns0 = nch;
+    if (ns0 > 16) ns0 = 16;
+    const int fl = (flags & CUK_PDL) ? MQ_PDL : 0;
+    /* the most key splits (up to about MQ_TARGET_CTAS CTAs) for which all nh clusters are resident together */
+    for (int ns = ns0 > 1 ? ns0 : 1; ns >= 1; ns--) {
+        cudaError_t e;
+#define MQ_OP(HD_)                                                                                                   \
+    case HD_:                                                                                                      \
+        e = mq_flash_launch<HD_, 4, 1, 64>(st, (const bf16 *)q, R, (const bf16 *)k, (const bf16 *)v, S, scale,       \
+                                           rows_lim, n_lim, (bf16 *)out, ns, fl, &op);                               \
+        break
+        switch (hd) {
+            MQ_OP(256);
+            MQ_OP(128);
+            MQ_OP(64);
+            MQ_OP(32);
+            MQ_OP(16);
+        default: return cudaErrorInvalidValue;
+        }
+#undef MQ_OP
+        if (e != cudaErrorInvalidValue) return e;
+    }
+    return cudaErrorInvalidValue;
 }
 
 void cuk_attention_lim_ref(const uint16_t *q, int R, const uint16_t *k, const uint16_t *v, int S, int hd, float scale,
