@@ -51,7 +51,7 @@ static double pct(const double *sorted, int n, double p) {
  * PI0_CUDA_MQA_MERGE_ROW=1, PI0_CUDA_MQA_ROWS64=1, PI0_CUDA_MQA_V13=1, PI0_CUDA_NO_FLASH_ATTN=1,
  * PI0_CUDA_PDL=1, PI0_CUDA_NO_TUNE=1, PI0_CUDA_FLASH_MMA=1, PI0_CUDA_XPART=1,
  * PI0_CUDA_VIT_CHAINS=1, PI0_CUDA_L2_KV=1, PI0_CUDA_MQA_PUSH2=1, PI0_CUDA_RESID_IN_NORM=1, PI0_CUDA_MQA_K32=1,
- * PI0_CUDA_MQA_OPROJ=1;
+ * PI0_CUDA_MQA_OPROJ=1, PI0_CUDA_MQA_BF=1;
  * PI0_CUDA_SKIP=<mask> and
  * PI0_CUDA_SKIP_STAGE=exp|llm|vit (timing diagnostics). Read here, not in the library. */
 static unsigned experimental_from_env(void) {
@@ -76,7 +76,8 @@ static unsigned experimental_from_env(void) {
              {"PI0_CUDA_MQA_PUSH2", PI0_EXP_MQA_PUSH2},
              {"PI0_CUDA_RESID_IN_NORM", PI0_EXP_RESID_IN_NORM},
              {"PI0_CUDA_MQA_K32", PI0_EXP_MQA_K32},
-             {"PI0_CUDA_MQA_OPROJ", PI0_EXP_MQA_OPROJ}};
+             {"PI0_CUDA_MQA_OPROJ", PI0_EXP_MQA_OPROJ},
+             {"PI0_CUDA_MQA_BF", PI0_EXP_MQA_BF}};
     unsigned bits = 0;
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
         const char *v = getenv(k[i].var);

@@ -250,6 +250,7 @@ struct MqArgs {
     bf16 *out;
     int R, S, rows_lim, n_lim, ns, nbuf, premerge, push;
     float sl2; /* scale * log2(e) */
+    int bfpart;         /* MQ_BFPART: the pulled partials are bf16 (half the distributed-shared-memory bytes) */
     int heads, D, qd;   /* MQ_OPROJ: tiles = heads (else 0); o weight wo (D, qd = heads * HD) row-major */
     const bf16 *wo;
     float *opart;       /* MQ_OPROJ: (heads, T, D) f32 per-head partials of the o projection */
@@ -559,7 +560,20 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
         if (push2) asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
         else mq_mbar_wait((unsigned)__cvta_generic_to_shared(rbar), 0);
     } else {
-        if (gvalid(rt * 16)) {
+        if (gvalid(rt * 16) && a.bfpart) { /* bf16 rows of pitch OLD (NK = 1: one slot) */
+            __nv_bfloat162 *ob = (__nv_bfloat162 *)((bf16 *)smem + (rt * 16 + g) * OLD + tq * 2);
+#pragma unroll
+            for (int i = 0; i < NTO; i++) {
+                ob[i * 4] = __floats2bfloat162_rn(o[i][0], o[i][1]);
+                ob[4 * OLD + i * 4] = __floats2bfloat162_rn(o[i][2], o[i][3]);
+            }
+            if (tq == 0) {
+                Ms[rt * 16 + g] = m0;
+                Ms[rt * 16 + g + 8] = m1;
+                Ls[rt * 16 + g] = l0;
+                Ls[rt * 16 + g + 8] = l1;
+            }
+        } else if (gvalid(rt * 16)) {
             float *op = Op + (kg * ROWS + rt * 16 + g) * OLD + tq * 2;
 #pragma unroll
             for (int i = 0; i < NTO; i++) {
@@ -616,7 +630,46 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
      * fetches m and l of partial p, each lane CPL float4 columns of every partial (16 partials' loads in
      * flight per batch; pull: through distributed shared memory), the weights are broadcast by shuffles */
     const int np = ns * PK;
-    for (int i = warp; i < nmr; i += NW) {
+    if (a.bfpart) { /* bf16 partials (pull, NK = 1): lane c8 holds columns [8 c8, 8 c8 + 8) of the row */
+        constexpr int NC8 = HD / 8;
+        for (int i = warp; i < nmr; i += NW) {
+            const int lr = split + ns * i;
+            float m = -INFINITY, l = 0.f;
+            if (lane < ns) {
+                m = *cl.map_shared_rank(Ms + lr, lane);
+                l = *cl.map_shared_rank(Ls + lr, lane);
+            }
+            const float M = warp_max(m), w = m == -INFINITY ? 0.f : exp2f(m - M), den = warp_sum(w * l);
+            float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+            for (int p0 = 0; p0 < ns; p0 += 16) {
+                uint4 x[16];
+#pragma unroll
+                for (int u = 0; u < 16; u++)
+                    if (p0 + u < ns && lane < NC8)
+                        x[u] = *cl.map_shared_rank((const uint4 *)((const bf16 *)smem + lr * OLD) + lane, p0 + u);
+#pragma unroll
+                for (int u = 0; u < 16; u++) {
+                    const float wp = __shfl_sync(0xffffffffu, w, (p0 + u) & 31);
+                    if (p0 + u < ns && lane < NC8) {
+                        const __nv_bfloat162 *h2 = (const __nv_bfloat162 *)&x[u];
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const float2 f = __bfloat1622float2(h2[e]);
+                            acc[2 * e] += wp * f.x;
+                            acc[2 * e + 1] += wp * f.y;
+                        }
+                    }
+                }
+            }
+            const float inv = 1.f / den;
+            if (lane < NC8) {
+                uint16_t *dst = reinterpret_cast<uint16_t *>(a.out + (long long)grow(lr) * HD);
+                st_bf4(dst, 2 * lane, acc[0] * inv, acc[1] * inv, acc[2] * inv, acc[3] * inv);
+                st_bf4(dst, 2 * lane + 1, acc[4] * inv, acc[5] * inv, acc[6] * inv, acc[7] * inv);
+            }
+        }
+    }
+    for (int i = warp; i < nmr && !a.bfpart; i += NW) {
         const int lr = split + ns * i;
         float m = -INFINITY, l = 0.f;
         if (lane < np) {
@@ -743,6 +796,7 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
 #define MQ_PDL 8  /* programmatic dependent launch (CUK_PDL) */
 #define MQ_PUSH2 16 /* push with plain remote stores into a separate receive area, one cluster barrier */
 #define MQ_K32 32   /* hd 256, R > 128: 32-key chunks (up to 16 splits: 4 rows per CTA to merge, one round per warp) */
+#define MQ_BFPART 128 /* pull merge from bf16 partials (NK = 1, more than one split) */
 #define MQ_OPROJ 64 /* head-aligned tiles and the o projection's per-head partials (mq_flash_launch's op) */
 struct MqOproj {
     int heads, D;
@@ -797,6 +851,7 @@ static cudaError_t mq_flash_launch(cudaStream_t st, const bf16 *q, int R, const 
     a.push = push;
     a.sl2 = scale * 1.4426950408889634f;
     a.diag = mq_diag;
+    a.bfpart = (flags & MQ_BFPART) && NK == 1 && !push && ns > 1;
     a.heads = op ? op->heads : 0;
     a.D = op ? op->D : 0;
     a.qd = op ? op->heads * HD : 0;
@@ -878,12 +933,13 @@ cudaError_t cuk_attention_mqa(cudaStream_t st, const uint16_t *q, int R, const u
     const int pdl = tile_rows & CUK_PDL; /* the flash kernel only; the two-kernel fallback launches plainly */
     tile_rows &= ~CUK_PDL;
     if (tile_rows == CUK_MQA_FLASH || tile_rows == CUK_MQA_FLASH_PUSH || tile_rows == CUK_MQA_FLASH_PUSH2 ||
-        tile_rows == CUK_MQA_FLASH_K32) {
+        tile_rows == CUK_MQA_FLASH_K32 || tile_rows == CUK_MQA_FLASH_BF) {
         cudaError_t e = mq_flash_auto(st, (const bf16 *)q, R, (const bf16 *)k, (const bf16 *)v, S, hd, scale,
                                       rows_lim, n_lim, (bf16 *)out,
                                       (tile_rows == CUK_MQA_FLASH_PUSH    ? MQ_PUSH
                                        : tile_rows == CUK_MQA_FLASH_PUSH2 ? MQ_PUSH2
                                        : tile_rows == CUK_MQA_FLASH_K32   ? MQ_K32
+                                       : tile_rows == CUK_MQA_FLASH_BF    ? MQ_BFPART
                                                                           : 0) |
                                           (pdl ? MQ_PDL : 0));
         if (e != cudaErrorInvalidValue) return e;

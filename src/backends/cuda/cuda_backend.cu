@@ -707,6 +707,7 @@ static pi0_status cu_session_init(pi0_session *ss) {
                   : (ss->experimental & PI0_EXP_MQA_V13)   ? 32
                   : (ss->experimental & PI0_EXP_MQA_PUSH2) ? CUK_MQA_FLASH_PUSH2
                   : (ss->experimental & PI0_EXP_MQA_K32)   ? CUK_MQA_FLASH_K32
+                  : (ss->experimental & PI0_EXP_MQA_BF)    ? CUK_MQA_FLASH_BF
                                                            : CUK_MQA_FLASH;
     /* fused flash attention for the ViT (all cameras x heads in one launch) and the prefill
      * (dev/cuda/attention_flash.cu, bench/results/2026-11-24-h100-flash-attn-playground.txt);
