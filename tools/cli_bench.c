@@ -54,11 +54,10 @@ static double pct(const double *sorted, int n, double p) {
  * PI0_CUDA_MQA_OPROJ=1, PI0_CUDA_MQA_BF=1;
  * PI0_CUDA_SKIP=<mask> and
  * PI0_CUDA_SKIP_STAGE=exp|llm|vit (timing diagnostics). Read here, not in the library. */
-static unsigned experimental_from_env(void) {
-    static const struct {
-        const char *var;
-        unsigned bit;
-    } k[] = {{"PI0_CUDA_TUNE", PI0_EXP_GEMM_TUNE},
+static const struct {
+    const char *var;
+    unsigned bit;
+} k_variants[] = {{"PI0_CUDA_TUNE", PI0_EXP_GEMM_TUNE},
              {"PI0_CUDA_FUSED_ATTN", PI0_EXP_FUSED_ATTN},
              {"PI0_CUDA_SKINNY", PI0_EXP_SKINNY_GEMM},
              {"PI0_CUDA_OPTIME", PI0_EXP_OP_TIMES},
@@ -78,10 +77,13 @@ static unsigned experimental_from_env(void) {
              {"PI0_CUDA_MQA_K32", PI0_EXP_MQA_K32},
              {"PI0_CUDA_MQA_OPROJ", PI0_EXP_MQA_OPROJ},
              {"PI0_CUDA_MQA_BF", PI0_EXP_MQA_BF}};
+#define N_VARIANTS (sizeof k_variants / sizeof k_variants[0])
+
+static unsigned experimental_from_env(void) {
     unsigned bits = 0;
-    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
-        const char *v = getenv(k[i].var);
-        if (v && atoi(v)) bits |= k[i].bit;
+    for (size_t i = 0; i < N_VARIANTS; i++) {
+        const char *v = getenv(k_variants[i].var);
+        if (v && atoi(v)) bits |= k_variants[i].bit;
     }
     /* PI0_CUDA_SKIP=<mask of expert ops left out>: timing diagnostics (include/pi0.h, PI0_EXP_SKIP_SHIFT) */
     const char *sk = getenv("PI0_CUDA_SKIP");
@@ -94,6 +96,46 @@ static unsigned experimental_from_env(void) {
                 sv == 1 ? "prefill" : sv == 2 ? "ViT" : "expert");
     }
     return bits;
+}
+
+/* PI0_CUDA_AB=<variant name, e.g. PI0_CUDA_MQA_BF>: a second session with that variant toggled, its graph replays
+ * interleaved with the first's (A B A B ...), so that both see the same clocks and the same machine state; prints
+ * both medians and the median of the paired differences. 0 when unset; the bit otherwise (~0u: unknown name). */
+static unsigned ab_bit_from_env(void) {
+    const char *v = getenv("PI0_CUDA_AB");
+    if (!v || !*v) return 0;
+    for (size_t i = 0; i < N_VARIANTS; i++)
+        if (!strcmp(v, k_variants[i].var)) return k_variants[i].bit;
+    return ~0u;
+}
+
+static pi0_status ab_compare(pi0_model *m, const pi0_session_params *spa, unsigned bit, const pi0_observation *obs,
+                             float *actions, int runs, int warmup) {
+    pi0_session_params spb = *spa;
+    spb.experimental ^= bit;
+    pi0_session *s[2] = {NULL, NULL};
+    double *t = malloc((size_t)runs * 3 * sizeof(double));
+    pi0_status st = t ? pi0_session_create(m, spa, &s[0]) : PI0_ERR_OOM;
+    if (st == PI0_OK) st = pi0_session_create(m, &spb, &s[1]);
+    pi0_timing tm;
+    for (int i = 0; st == PI0_OK && i < 2 * warmup; i++) st = pi0_infer(s[i & 1], obs, actions, &tm);
+    for (int i = 0; st == PI0_OK && i < runs; i++)
+        for (int j = 0; st == PI0_OK && j < 2; j++) {
+            st = pi0_infer(s[(i + j) & 1], obs, actions, &tm); /* A B, then B A: neither always goes first */
+            t[((i + j) & 1) * runs + i] = tm.total_ms;
+        }
+    if (st == PI0_OK) {
+        for (int i = 0; i < runs; i++) t[2 * runs + i] = t[runs + i] - t[i];
+        for (int k = 0; k < 3; k++) qsort(t + k * runs, (size_t)runs, sizeof(double), cmp_double);
+        printf("A/B interleaved (%d pairs, %s toggled in B): A median %.3f ms, B median %.3f ms, median(B - A) %+.3f ms "
+               "(p10 %+.3f, p90 %+.3f)\n\n",
+               runs, getenv("PI0_CUDA_AB"), pct(t, runs, 0.5), pct(t + runs, runs, 0.5), pct(t + 2 * runs, runs, 0.5),
+               pct(t + 2 * runs, runs, 0.1), pct(t + 2 * runs, runs, 0.9));
+    }
+    free(t);
+    pi0_session_free(s[0]);
+    pi0_session_free(s[1]);
+    return st;
 }
 
 static int usage(void) {
@@ -170,6 +212,14 @@ int cmd_bench(int argc, char **argv) {
     }
     pi0_session_params sp = pi0_session_default_params();
     sp.experimental = experimental_from_env();
+    const unsigned ab = ab_bit_from_env();
+    if (ab == ~0u) {
+        fprintf(stderr, "pi0 bench: PI0_CUDA_AB=%s is not a variant name (PI0_CUDA_*, see tools/cli_bench.c)\n",
+                getenv("PI0_CUDA_AB"));
+        pi0_model_free(m);
+        cli_obs_free(&o);
+        return 2;
+    }
     sp.action_horizon = horizon;
     sp.num_steps = steps;
     sp.max_token_len = max_len;
@@ -178,6 +228,7 @@ int cmd_bench(int argc, char **argv) {
     double *e2e = malloc((size_t)runs * sizeof(double)), *sv = malloc((size_t)stage_runs * 4 * sizeof(double));
     st = actions && e2e && sv ? pi0_session_create(m, &sp, &s) : PI0_ERR_OOM;
     pi0_timing t;
+    if (st == PI0_OK && ab && gpu) st = ab_compare(m, &sp, ab, &o.obs, actions, runs, warmup);
     for (int i = 0; st == PI0_OK && i < warmup; i++) st = pi0_infer(s, &o.obs, actions, &t);
     for (int i = 0; st == PI0_OK && i < runs; i++) {
         st = pi0_infer(s, &o.obs, actions, &t);
