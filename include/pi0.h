@@ -142,7 +142,7 @@ typedef struct {
 #define PI0_EXP_RESID_IN_NORM (1u << 27) /* expert o / down: cuBLASLt writes the f32 product (beta 0) and the next
                                           * RMSNorm adds it to the residual, instead of the GEMM's beta = 1 epilogue */
 #define PI0_EXP_MQA_K32 (1u << 28) /* expert attention: 32-key chunks, up to 16 key splits (fewer rows to merge per CTA) */
-#define PI0_EXP_MQA_BF (1u << 30) /* expert attention: the key splits' partials merged from bf16, not f32 */
+#define PI0_EXP_MQA_F32 (1u << 30) /* expert attention: the key splits' partials merged from f32 (v2), not bf16 */
 #define PI0_EXP_MQA_OPROJ (1u << 29) /* expert attention with its o projection fused: one cluster per head, per-head
                                       * partials added to the residual by the next RMSNorm (no o-projection GEMM) */
 #define PI0_EXP_L2_KV 16384u      /* keep the K/V cache in a persisting L2 window (cudaLimitPersistingL2CacheSize is set

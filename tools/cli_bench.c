@@ -51,7 +51,7 @@ static double pct(const double *sorted, int n, double p) {
  * PI0_CUDA_MQA_MERGE_ROW=1, PI0_CUDA_MQA_ROWS64=1, PI0_CUDA_MQA_V13=1, PI0_CUDA_NO_FLASH_ATTN=1,
  * PI0_CUDA_PDL=1, PI0_CUDA_NO_TUNE=1, PI0_CUDA_FLASH_MMA=1, PI0_CUDA_XPART=1,
  * PI0_CUDA_VIT_CHAINS=1, PI0_CUDA_L2_KV=1, PI0_CUDA_MQA_PUSH2=1, PI0_CUDA_RESID_IN_NORM=1, PI0_CUDA_MQA_K32=1,
- * PI0_CUDA_MQA_OPROJ=1, PI0_CUDA_MQA_BF=1;
+ * PI0_CUDA_MQA_OPROJ=1, PI0_CUDA_MQA_F32=1;
  * PI0_CUDA_SKIP=<mask> and
  * PI0_CUDA_SKIP_STAGE=exp|llm|vit (timing diagnostics). Read here, not in the library. */
 static const struct {
@@ -76,7 +76,7 @@ static const struct {
              {"PI0_CUDA_RESID_IN_NORM", PI0_EXP_RESID_IN_NORM},
              {"PI0_CUDA_MQA_K32", PI0_EXP_MQA_K32},
              {"PI0_CUDA_MQA_OPROJ", PI0_EXP_MQA_OPROJ},
-             {"PI0_CUDA_MQA_BF", PI0_EXP_MQA_BF}};
+             {"PI0_CUDA_MQA_F32", PI0_EXP_MQA_F32}};
 #define N_VARIANTS (sizeof k_variants / sizeof k_variants[0])
 
 static unsigned experimental_from_env(void) {
@@ -98,7 +98,7 @@ static unsigned experimental_from_env(void) {
     return bits;
 }
 
-/* PI0_CUDA_AB=<variant name, e.g. PI0_CUDA_MQA_BF>: a second session with that variant toggled, run in alternating
+/* PI0_CUDA_AB=<variant name, e.g. PI0_CUDA_MQA_F32>: a second session with that variant toggled, run in alternating
  * blocks of AB_BLOCK inferences (A B, then B A), so that both see the same clocks and machine state over time; the
  * first inference of each block is dropped (the switch between the two sessions' buffers costs it extra). Prints
  * both medians and the median of the per-block differences (B block median - A block median).

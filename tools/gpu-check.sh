@@ -16,7 +16,7 @@
 #        PI0_CUDA_MQA_V13=1, PI0_CUDA_NO_FLASH_ATTN=1, PI0_CUDA_PDL=1, PI0_CUDA_NO_TUNE=1,
 #        PI0_CUDA_FLASH_MMA=1, PI0_CUDA_XPART=1, PI0_CUDA_VIT_CHAINS=1, PI0_CUDA_L2_KV=1,
 #        PI0_CUDA_MQA_PUSH2=1, PI0_CUDA_RESID_IN_NORM=1, PI0_CUDA_MQA_K32=1, PI0_CUDA_MQA_OPROJ=1,
-#        PI0_CUDA_MQA_BF=1),
+#        PI0_CUDA_MQA_F32=1),
 #        OPTIME_ENV (env for the per-op breakdown run), PI0_TEST_EXP=<PI0_EXP_* bits> (the parity
 #        tests' GPU sessions run with those variants)
 #

@@ -429,11 +429,11 @@ int main(int argc, char **argv) {
         for (int rep = 0; rep < 2; rep++) {
             printf("OPROJ auto attention, bf16 partials: graph %.2f us\n", time_graph(st, 20, [&]() {
                        CKP(cuk_attention_mqa(st, d.q_d, R, d.k_d, d.v_d, S, hd, scale, 8, 790, d.o_d, NULL, 0, 0,
-                                             CUK_MQA_FLASH_BF));
+                                             CUK_MQA_FLASH));
                    }));
             printf("OPROJ auto attention, f32 partials:  graph %.2f us\n", time_graph(st, 20, [&]() {
                        CKP(cuk_attention_mqa(st, d.q_d, R, d.k_d, d.v_d, S, hd, scale, 8, 790, d.o_d, NULL, 0, 0,
-                                             CUK_MQA_FLASH));
+                                             CUK_MQA_FLASH_F32));
                    }));
         }
         for (int ns = 14; ns >= 7; ns -= 7)

@@ -301,7 +301,7 @@ static void test_attn_mqa(int R, int S, int hd, int rows_lim, int n_lim, int mer
              : tile_rows == CUK_MQA_FLASH_PUSH  ? "(push)"
              : tile_rows == CUK_MQA_FLASH_PUSH2 ? "(push2)"
              : tile_rows == CUK_MQA_FLASH_K32   ? "(k32)"
-             : tile_rows == CUK_MQA_FLASH_BF    ? "(bf)"
+             : tile_rows == CUK_MQA_FLASH_F32   ? "(f32)"
                                                 : "",
              R, S, hd, rows_lim, n_lim);
     cmp_bf(nm, og, oc, (size_t)R * hd, 1e-2);
@@ -852,12 +852,12 @@ int main(void) {
     test_attn_mqa(408, 839, 256, 8, 790, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_K32);
     test_attn_mqa(400, 839, 256, 0, 0, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_K32);
     test_attn_mqa(200, 70, 256, 8, 40, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_K32);
-    test_attn_mqa(408, 839, 256, 8, 790, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_BF);
-    test_attn_mqa(400, 839, 256, 0, 0, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_BF);
-    test_attn_mqa(88, 311, 256, 8, 263, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_BF);
-    test_attn_mqa(102, 580, 16, 2, 530, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_BF);
-    test_attn_mqa(37, 200, 256, 0, 0, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_BF);
-    test_attn_mqa(16, 2048, 256, 8, 2000, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_BF);
+    test_attn_mqa(408, 839, 256, 8, 790, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_F32);
+    test_attn_mqa(400, 839, 256, 0, 0, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_F32);
+    test_attn_mqa(88, 311, 256, 8, 263, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_F32);
+    test_attn_mqa(102, 580, 16, 2, 530, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_F32);
+    test_attn_mqa(37, 200, 256, 0, 0, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_F32);
+    test_attn_mqa(16, 2048, 256, 8, 2000, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_F32);
     test_attn_mqa_oproj(51, 8, 839, 256, 1024, 8, 790); /* step 0: the state token's 8 head rows see P + 1 keys */
     test_attn_mqa_oproj(50, 8, 839, 256, 1024, 0, 0);   /* steps 1-9 */
     test_attn_mqa_oproj(11, 8, 311, 256, 1024, 8, 263); /* H = 10 */

@@ -702,12 +702,13 @@ static pi0_status cu_session_init(pi0_session *ss) {
     /* v2 one-launch flash kernel (key splits merged inside a thread-block cluster): 10.9 vs 15.8 us per call
      * (R = 408, S = 839) and 7.4 vs 11.0 us (R = 88, S = 311) against the v13 32-row path in the same playground
      * run (bench/results/2026-11-24-h100-mqa-v2-playground.txt); v13: 32-row CTAs (2 per SM, 182 CTAs) measured
-     * E2E 19.31 vs 19.69 ms with 64 (v13d) */
+     * E2E 19.31 vs 19.69 ms with 64 (v13d); the splits' partials merged from bf16: E2E -0.26 ms against f32 in
+     * interleaved A/B blocks (bench/NOTES.md item 38) */
     s->mqa_rows = (ss->experimental & PI0_EXP_MQA_ROWS64)  ? 64
                   : (ss->experimental & PI0_EXP_MQA_V13)   ? 32
                   : (ss->experimental & PI0_EXP_MQA_PUSH2) ? CUK_MQA_FLASH_PUSH2
                   : (ss->experimental & PI0_EXP_MQA_K32)   ? CUK_MQA_FLASH_K32
-                  : (ss->experimental & PI0_EXP_MQA_BF)    ? CUK_MQA_FLASH_BF
+                  : (ss->experimental & PI0_EXP_MQA_F32)   ? CUK_MQA_FLASH_F32
                                                            : CUK_MQA_FLASH;
     /* fused flash attention for the ViT (all cameras x heads in one launch) and the prefill
      * (dev/cuda/attention_flash.cu, bench/results/2026-11-24-h100-flash-attn-playground.txt);
