@@ -522,14 +522,15 @@ int main(int argc, char **argv) {
             char bestl[64] = "";
             for (int a = 0; a < (int)(sizeof nss / sizeof nss[0]); a++) {
                 if (nss[a] > nch && nss[a] != 1) continue;
-                static const int fls[] = {0, MQ_SPREAD, MQ_PUSH, MQ_PUSH | MQ_SPREAD};
-                for (int fi = 0; fi < 4; fi++) { /* MQ_PREMERGE (key groups > 1, pull) | MQ_SPREAD | MQ_PUSH */
+                static const int fls[] = {0, MQ_SPREAD, MQ_PUSH, MQ_PUSH | MQ_SPREAD, MQ_BFPART, MQ_BFPART | MQ_SPREAD};
+                for (int fi = 0; fi < 6; fi++) { /* MQ_PREMERGE (key groups > 1, pull) | MQ_SPREAD | MQ_PUSH | MQ_BFPART */
+                    if ((fls[fi] & MQ_BFPART) && v.nk > 1) continue; /* bf16 partials: one key group per CTA */
                     if (nss[a] == 1 && (fls[fi] & MQ_PUSH)) continue;
                     const int pm = fls[fi] | (v.nk > 1 && !(fls[fi] & MQ_PUSH) ? MQ_PREMERGE : 0);
                     Call c = {0, &v, nss[a], pm, 0, 0};
                     char label[64];
-                    snprintf(label, sizeof label, "%s ns=%d pm=%d sp=%d push=%d", v.name, nss[a], pm & 1, (pm >> 1) & 1,
-                             pm >> 2);
+                    snprintf(label, sizeof label, "%s ns=%d pm=%d sp=%d push=%d bf=%d", v.name, nss[a], pm & 1,
+                             (pm >> 1) & 1, (pm >> 2) & 1, (pm & MQ_BFPART) ? 1 : 0);
                     int ok;
                     double tw, tg, tc;
                     if (!check_and_time(c, d, st, label, full, &ok, &tw, &tg, &tc)) continue;
