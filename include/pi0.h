@@ -139,9 +139,10 @@ typedef struct {
 #define PI0_EXP_SKIP_STAGE_SHIFT 25
 #define PI0_EXP_MQA_PUSH2 32768u  /* expert attention: split partials pushed to their row owners with plain remote
                                    * stores and one cluster barrier instead of pulled between two */
-#define PI0_EXP_RESID_IN_NORM (1u << 27) /* expert o / down: cuBLASLt writes the f32 product (beta 0) and the next
-                                          * RMSNorm adds it to the residual, instead of the GEMM's beta = 1 epilogue */
-#define PI0_EXP_MQA_K32 (1u << 28) /* expert attention: 32-key chunks, up to 16 key splits (fewer rows to merge per CTA) */
+#define PI0_EXP_RESID_EPILOGUE (1u << 27) /* expert o / down: the residual added by cuBLASLt's beta = 1 epilogue, not by
+                                           * the next RMSNorm from the f32 product (the default since E2E -0.05..-0.07 ms) */
+#define PI0_EXP_MQA_K64 (1u << 28) /* expert attention: 64-key chunks (up to 14 splits at P = 788) instead of 32-key
+                                   * chunks with 16 splits (the default since E2E -0.17 ms with bf16 partials) */
 #define PI0_EXP_MQA_F32 (1u << 30) /* expert attention: the key splits' partials merged from f32 (v2), not bf16 */
 #define PI0_EXP_MQA_OPROJ (1u << 29) /* expert attention with its o projection fused: one cluster per head, per-head
                                       * partials added to the residual by the next RMSNorm (no o-projection GEMM) */

@@ -463,7 +463,7 @@ typedef struct {
     int gemm_attn;   /* 1: cuBLASLt QK^T + softmax + PV (default); 0: fused kernel (PI0_CUDA_FUSED_ATTN=1) */
     int mqa_attn;    /* expert (T <= 64) attention through cuk_attention_mqa (default; off: PI0_EXP_EXPERT_GEMM_ATTN) */
     int mqa_merge;   /* CUK_MQA_MERGE_COL4 (default) or CUK_MQA_MERGE_ROW (PI0_EXP_MQA_MERGE_ROW) */
-    int mqa_rows;    /* cuk_attention_mqa tile_rows: CUK_MQA_FLASH (default), 32 (PI0_EXP_MQA_V13) or 64 (PI0_EXP_MQA_ROWS64) */
+    int mqa_rows;    /* cuk_attention_mqa tile_rows: CUK_MQA_FLASH_K32 (default), another CUK_MQA_FLASH_*, 32 or 64 (v13) */
     int flash_attn;  /* ViT and prefill (T > 64) attention through cuk_flash_attn (default; off: PI0_EXP_NO_FLASH_ATTN) */
     int flash_variant; /* ViT, prefill: CUK_FLASH_WG (default) or 0 (the mma.sync kernel, PI0_EXP_FLASH_MMA) */
     float *rope_c, *rope_s; /* (Smax, hd/2) */
@@ -703,13 +703,13 @@ static pi0_status cu_session_init(pi0_session *ss) {
      * (R = 408, S = 839) and 7.4 vs 11.0 us (R = 88, S = 311) against the v13 32-row path in the same playground
      * run (bench/results/2026-11-24-h100-mqa-v2-playground.txt); v13: 32-row CTAs (2 per SM, 182 CTAs) measured
      * E2E 19.31 vs 19.69 ms with 64 (v13d); the splits' partials merged from bf16: E2E -0.26 ms against f32 in
-     * interleaved A/B blocks (bench/NOTES.md item 38) */
+     * interleaved A/B blocks, and with them 32-key chunks (16 splits) -0.17 ms against 64 (bench/NOTES.md item 38) */
     s->mqa_rows = (ss->experimental & PI0_EXP_MQA_ROWS64)  ? 64
                   : (ss->experimental & PI0_EXP_MQA_V13)   ? 32
                   : (ss->experimental & PI0_EXP_MQA_PUSH2) ? CUK_MQA_FLASH_PUSH2
-                  : (ss->experimental & PI0_EXP_MQA_K32)   ? CUK_MQA_FLASH_K32
                   : (ss->experimental & PI0_EXP_MQA_F32)   ? CUK_MQA_FLASH_F32
-                                                           : CUK_MQA_FLASH;
+                  : (ss->experimental & PI0_EXP_MQA_K64)   ? CUK_MQA_FLASH
+                                                           : CUK_MQA_FLASH_K32;
     /* fused flash attention for the ViT (all cameras x heads in one launch) and the prefill
      * (dev/cuda/attention_flash.cu, bench/results/2026-11-24-h100-flash-attn-playground.txt);
      * shapes it does not take fall back to cuBLASLt QK^T + softmax + PV */
@@ -730,7 +730,9 @@ static pi0_status cu_session_init(pi0_session *ss) {
             return pst2;
         }
     }
-    s->resid_in_norm = (ss->experimental & PI0_EXP_RESID_IN_NORM) != 0;
+    /* the expert's o / down residual added by the next RMSNorm from cuBLASLt's f32 product (beta 0): E2E -0.04 and
+     * -0.07 ms against the beta = 1 epilogue in interleaved A/B blocks (bench/NOTES.md items 34, 38) */
+    s->resid_in_norm = !(ss->experimental & PI0_EXP_RESID_EPILOGUE) && !s->xpart_on;
     s->mqa_oproj = (ss->experimental & PI0_EXP_MQA_OPROJ) != 0;
     s->vit_chains = (ss->experimental & PI0_EXP_VIT_CHAINS) != 0;
     s->skip = (ss->experimental >> PI0_EXP_SKIP_SHIFT) & 0x1ffu;
