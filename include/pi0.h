@@ -144,8 +144,6 @@ typedef struct {
 #define PI0_EXP_MQA_K64 (1u << 28) /* expert attention: 64-key chunks (up to 14 splits at P = 788) instead of 32-key
                                    * chunks with 16 splits (the default since E2E -0.17 ms with bf16 partials) */
 #define PI0_EXP_MQA_F32 (1u << 30) /* expert attention: the key splits' partials merged from f32 (v2), not bf16 */
-#define PI0_EXP_MQA_OPROJ (1u << 29) /* expert attention with its o projection fused: one cluster per head, per-head
-                                      * partials added to the residual by the next RMSNorm (no o-projection GEMM) */
 #define PI0_EXP_L2_KV 16384u      /* keep the K/V cache in a persisting L2 window (cudaLimitPersistingL2CacheSize is set
                                    * device-wide) so the expert's streamed weights do not evict it between steps */
 pi0_session_params pi0_session_default_params(void);

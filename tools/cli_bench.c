@@ -51,7 +51,7 @@ static double pct(const double *sorted, int n, double p) {
  * PI0_CUDA_MQA_MERGE_ROW=1, PI0_CUDA_MQA_ROWS64=1, PI0_CUDA_MQA_V13=1, PI0_CUDA_NO_FLASH_ATTN=1,
  * PI0_CUDA_PDL=1, PI0_CUDA_NO_TUNE=1, PI0_CUDA_FLASH_MMA=1, PI0_CUDA_XPART=1,
  * PI0_CUDA_VIT_CHAINS=1, PI0_CUDA_L2_KV=1, PI0_CUDA_MQA_PUSH2=1, PI0_CUDA_RESID_EPILOGUE=1, PI0_CUDA_MQA_K64=1,
- * PI0_CUDA_MQA_OPROJ=1, PI0_CUDA_MQA_F32=1;
+ * PI0_CUDA_MQA_F32=1;
  * PI0_CUDA_SKIP=<mask> and
  * PI0_CUDA_SKIP_STAGE=exp|llm|vit (timing diagnostics). Read here, not in the library. */
 static const struct {
@@ -75,7 +75,6 @@ static const struct {
              {"PI0_CUDA_MQA_PUSH2", PI0_EXP_MQA_PUSH2},
              {"PI0_CUDA_RESID_EPILOGUE", PI0_EXP_RESID_EPILOGUE},
              {"PI0_CUDA_MQA_K64", PI0_EXP_MQA_K64},
-             {"PI0_CUDA_MQA_OPROJ", PI0_EXP_MQA_OPROJ},
              {"PI0_CUDA_MQA_F32", PI0_EXP_MQA_F32}};
 #define N_VARIANTS (sizeof k_variants / sizeof k_variants[0])
 

@@ -24,8 +24,7 @@
  *   /tmp/mqa micro                     # per-SM load rate (cp.async, TMA), mma.sync rate, empty-launch floor
  *   /tmp/mqa diag <i> <ns> <flags>     # time breakdown of one configuration (MQ_DIAG switches)
  *   /tmp/mqa one <i> <ns> <flags> <shape> [diag]   # two launches, for ncu
- *   /tmp/mqa oproj                     # the fused attention + o projection (head tiles) for every ns that fits,
- *                                      # against the auto attention alone (graph, o weight rotated through 200 MB)
+ *   /tmp/mqa bf                        # the production pick with bf16 against f32 partials (graph)
  */
 #define MQ_DIAG 1 /* enables the timing-breakdown switches of k_mqa_flash (mq_diag) */
 #include "backends/cuda/attention_mqa.cu"
@@ -47,7 +46,7 @@
     } while (0)
 
 typedef cudaError_t (*FlashFn)(cudaStream_t, const bf16 *, int, const bf16 *, const bf16 *, int, float, int, int,
-                               bf16 *, int, int, const MqOproj *);
+                               bf16 *, int, int);
 struct Var {
     const char *name;
     FlashFn fn;
@@ -138,7 +137,7 @@ static cudaError_t call(const Call &c, Data &d, cudaStream_t st) {
     const float scale = 1.f / sqrtf((float)s.hd);
     if (c.kind == 0)
         return c.var->fn(st, (const bf16 *)d.q_d, s.R, (const bf16 *)d.k_d, (const bf16 *)d.v_d, s.S, scale,
-                         s.rows_lim, s.n_lim, (bf16 *)d.o_d, c.ns, c.pm, NULL);
+                         s.rows_lim, s.n_lim, (bf16 *)d.o_d, c.ns, c.pm);
     return cuk_attention_mqa(st, d.q_d, s.R, d.k_d, d.v_d, s.S, s.hd, scale, s.rows_lim, s.n_lim, d.o_d, d.part, d.pf,
                              c.merge, c.kind == 2 ? (c.rows == CUK_MQA_FLASH_PUSH ? CUK_MQA_FLASH_PUSH : CUK_MQA_FLASH)
                                                   : c.rows);
@@ -406,55 +405,20 @@ int main(int argc, char **argv) {
         micro(st);
         return 0;
     }
-    if (!strcmp(argv[1], "oproj")) {
-        /* R = 408 (51 tokens x 8 heads), S = 839, D = 1024: the auto attention alone, then head tiles with the o
-         * projection (D = 1024) and without it (D = 0: the tiling and ns alone) for each ns */
-        const int T = 51, nh = 8, hd = 256, S = 839, D = 1024, R = T * nh;
-        Shape sh = {R, S, hd, 8, 790, 1.f, 1};
+    if (!strcmp(argv[1], "bf")) { /* R = 408, S = 839: bf16 vs f32 split partials, 64- and 32-key chunks */
+        const Shape &sh = kShapes[0];
         Data d;
         make_data(d, sh);
-        const size_t wb = (size_t)D * nh * hd * 2;
-        const int NC = (int)((200u << 20) / wb) + 1;
-        bf16 *wc;
-        float *opart;
-        CKP(cudaMalloc(&wc, wb * NC));
-        CKP(cudaMemset(wc, 0, wb * NC));
-        CKP(cudaMalloc(&opart, (size_t)nh * T * D * 4));
-        const float scale = 1.f / sqrtf((float)hd);
-        int it = 0;
-        printf("OPROJ auto attention alone: graph %.2f us\n", time_graph(st, 20, [&]() {
-                   CKP(cuk_attention_mqa(st, d.q_d, R, d.k_d, d.v_d, S, hd, scale, 8, 790, d.o_d, NULL, 0, 0,
-                                         CUK_MQA_FLASH));
-               }));
-        for (int rep = 0; rep < 2; rep++) {
-            printf("OPROJ auto attention, bf16 partials: graph %.2f us\n", time_graph(st, 20, [&]() {
-                       CKP(cuk_attention_mqa(st, d.q_d, R, d.k_d, d.v_d, S, hd, scale, 8, 790, d.o_d, NULL, 0, 0,
-                                             CUK_MQA_FLASH));
-                   }));
-            printf("OPROJ auto attention, f32 partials:  graph %.2f us\n", time_graph(st, 20, [&]() {
-                       CKP(cuk_attention_mqa(st, d.q_d, R, d.k_d, d.v_d, S, hd, scale, 8, 790, d.o_d, NULL, 0, 0,
-                                             CUK_MQA_FLASH_F32));
-                   }));
-        }
-        for (int ns = 14; ns >= 7; ns -= 7)
-            for (int withd = 0; withd < 2; withd++) {
-                MqOproj op = {nh, withd ? D : 0, NULL, opart};
-                cudaError_t e = cudaSuccess;
-                auto f = [&]() {
-                    op.wo = (const bf16 *)((const char *)wc + (size_t)(it++ % NC) * wb);
-                    e = mq_flash_launch<256, 4, 1, 64>(st, (const bf16 *)d.q_d, R, (const bf16 *)d.k_d,
-                                                       (const bf16 *)d.v_d, S, scale, 8, 790, (bf16 *)d.o_d, ns, 0, &op);
-                };
-                f();
-                if (e == cudaErrorInvalidValue) {
-                    cudaGetLastError();
-                    printf("OPROJ ns=%2d: 8 clusters not co-resident\n", ns);
-                    break;
-                }
-                CKP(e);
-                printf("OPROJ ns=%2d %-22s graph %.2f us\n", ns, withd ? "attention + o proj" : "head tiles, no o proj",
-                       time_graph(st, 20, [&]() { f(); CKP(e); }));
-            }
+        const float scale = 1.f / sqrtf((float)sh.hd);
+        static const int modes[] = {CUK_MQA_FLASH, CUK_MQA_FLASH_F32, CUK_MQA_FLASH_K32};
+        static const char *names[] = {"64-key chunks, bf16 partials", "64-key chunks, f32 partials",
+                                      "32-key chunks, bf16 partials"};
+        for (int rep = 0; rep < 2; rep++)
+            for (int i = 0; i < 3; i++)
+                printf("BF R=%d S=%d %-30s graph %.2f us\n", sh.R, sh.S, names[i], time_graph(st, 20, [&]() {
+                           CKP(cuk_attention_mqa(st, d.q_d, sh.R, d.k_d, d.v_d, sh.S, sh.hd, scale, sh.rows_lim,
+                                                 sh.n_lim, d.o_d, NULL, 0, 0, modes[i]));
+                       }));
         return 0;
     }
     if (!strcmp(argv[1], "diag") || !strcmp(argv[1], "one")) {
@@ -469,7 +433,7 @@ int main(int argc, char **argv) {
         const float scale = 1.f / sqrtf((float)sh.hd);
         auto f = [&]() {
             CKP(v.fn(st, (const bf16 *)d.q_d, sh.R, (const bf16 *)d.k_d, (const bf16 *)d.v_d, sh.S, scale, sh.rows_lim,
-                     sh.n_lim, (bf16 *)d.o_d, ns, pm, NULL));
+                     sh.n_lim, (bf16 *)d.o_d, ns, pm));
         };
         if (one) {
             mq_diag = argc > 6 ? atoi(argv[6]) : 0;

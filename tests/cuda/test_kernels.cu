@@ -313,48 +313,6 @@ static void test_attn_mqa(int R, int S, int hd, int rows_lim, int n_lim, int mer
     free(q); free(k); free(v); free(oc); free(og); free(og2);
 }
 
-/* Expert attention with the o projection fused (head-aligned tiles, q row t nh + h): out against the CPU twin, the
- * per-head partials against the double product of that twin's (bf16) output and the o weight's head blocks */
-static void test_attn_mqa_oproj(int T, int nh, int S, int hd, int D, int rows_lim, int n_lim) {
-    const int R = T * nh, qd = nh * hd;
-    uint16_t *q = rand_bf((size_t)R * hd, 1.f), *k = rand_bf((size_t)S * hd, 1.f), *v = rand_bf((size_t)S * hd, 1.f);
-    uint16_t *wo = rand_bf((size_t)D * qd, 1.f / sqrtf((float)qd));
-    uint16_t *oc = (uint16_t *)malloc((size_t)R * hd * 2), *og = (uint16_t *)malloc((size_t)R * hd * 2);
-    const size_t np = (size_t)nh * T * D;
-    float *pg = (float *)malloc(np * 4), *pg2 = (float *)malloc(np * 4), *pc = (float *)malloc(np * 4);
-    uint16_t *q_d = dalloc<uint16_t>((size_t)R * hd), *k_d = dalloc<uint16_t>((size_t)S * hd);
-    uint16_t *v_d = dalloc<uint16_t>((size_t)S * hd), *o_d = dalloc<uint16_t>((size_t)R * hd);
-    uint16_t *w_d = dalloc<uint16_t>((size_t)D * qd);
-    float *p_d = dalloc<float>(np);
-    up(q_d, q, (size_t)R * hd); up(k_d, k, (size_t)S * hd); up(v_d, v, (size_t)S * hd); up(w_d, wo, (size_t)D * qd);
-    const float scale = 1.f / sqrtf((float)hd);
-    char nm[96];
-    for (int rep = 0; rep < 2; rep++) {
-        CK(cudaMemset(o_d, 0xff, (size_t)R * hd * 2)); /* NaN poison */
-        CK(cudaMemset(p_d, 0xff, np * 4));
-        CK(cuk_attention_mqa_oproj(0, q_d, R, nh, k_d, v_d, S, hd, scale, rows_lim, n_lim, o_d, w_d, D, p_d, 0));
-        CK(cudaDeviceSynchronize());
-        down(rep ? pg2 : pg, p_d, np);
-        if (!rep) down(og, o_d, (size_t)R * hd);
-    }
-    cuk_attention_lim_ref(q, R, k, v, S, hd, scale, rows_lim, n_lim, oc);
-    for (int h = 0; h < nh; h++)
-        for (int t = 0; t < T; t++)
-            for (int n = 0; n < D; n++) {
-                double acc = 0;
-                for (int j = 0; j < hd; j++)
-                    acc += (double)bf16_to_f32(oc[((size_t)t * nh + h) * hd + j]) * bf16_to_f32(wo[(size_t)n * qd + h * hd + j]);
-                pc[((size_t)h * T + t) * D + n] = (float)acc;
-            }
-    snprintf(nm, sizeof nm, "attn_mqa_oproj O T=%d nh=%d S=%d hd=%d", T, nh, S, hd);
-    cmp_bf(nm, og, oc, (size_t)R * hd, 1e-2);
-    snprintf(nm, sizeof nm, "attn_mqa_oproj part D=%d lim=%d/%d", D, rows_lim, n_lim);
-    cmp_f(nm, pg, pc, np, 1e-2);
-    if (memcmp(pg, pg2, np * 4)) { printf("  attn_mqa_oproj not deterministic: FAIL\n"); g_fail = 1; }
-    cudaFree(q_d); cudaFree(k_d); cudaFree(v_d); cudaFree(o_d); cudaFree(w_d); cudaFree(p_d);
-    free(q); free(k); free(v); free(wo); free(oc); free(og); free(pg); free(pg2); free(pc);
-}
-
 /* Fused flash attention (cuk_flash_attn) vs its CPU twin. vit: nb cameras of R tokens, q/k/v interleaved
  * as the fused QKV GEMM writes them (row = [q | k | v], head h at columns h*hd), out (nb*R, nh*hd);
  * else MQA (prefill): R = tokens x heads query rows over one K/V head of S rows. */
@@ -858,11 +816,6 @@ int main(void) {
     test_attn_mqa(102, 580, 16, 2, 530, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_F32);
     test_attn_mqa(37, 200, 256, 0, 0, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_F32);
     test_attn_mqa(16, 2048, 256, 8, 2000, CUK_MQA_MERGE_COL4, CUK_MQA_FLASH_F32);
-    test_attn_mqa_oproj(51, 8, 839, 256, 1024, 8, 790); /* step 0: the state token's 8 head rows see P + 1 keys */
-    test_attn_mqa_oproj(50, 8, 839, 256, 1024, 0, 0);   /* steps 1-9 */
-    test_attn_mqa_oproj(11, 8, 311, 256, 1024, 8, 263); /* H = 10 */
-    test_attn_mqa_oproj(51, 2, 580, 16, 32, 2, 530);    /* tiny config */
-    test_attn_mqa_oproj(3, 2, 1, 16, 48, 0, 0);
     test_flash(1, 3, 16, 256, 256, 72);      /* SigLIP ViT: 3 cameras x 16 heads, hd 72 (padded to 80) */
     test_flash(1, 1, 16, 256, 256, 72, 41);  /* other tile shapes */
     test_flash(1, 2, 16, 256, 256, 72, 44);

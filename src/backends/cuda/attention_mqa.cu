@@ -236,12 +236,6 @@ __global__ void k_mqa_merge4(const float *__restrict__ part, int R, int hd, int 
  * R = 408 (64 KB of f32 partials into every CTA), push ~1.5 us more than pull; the math runs at ~15 cycles
  * per HMMA.16816 per SM sub-partition (ldmatrix-bound), ~2 us per 64 x 64 chunk-tile.
  * No global workspace, one launch.
- * With the o projection fused (MQ_OPROJ, cuk_attention_mqa_oproj): the row tiles are the heads (tile h = the T <= 64
- * tokens of head h, q row t nh + h), so a cluster holds the whole O_h once its owners have merged; each owner writes
- * its rows to out, a release / acquire cluster barrier publishes them (it also ends the remote reads of the
- * partials), and every CTA then multiplies the O_h tile (reloaded from L2) by its slice of columns of the o weight's
- * head block (mma.sync, the slice prefetched into L2 at kernel start): opart[h] (T, D) f32, the per-head partial sums
- * that the next RMSNorm adds to the residual (cuk_rmsnorm_acc), in place of the o projection GEMM.
  */
 #include <cooperative_groups.h>
 namespace cg = cooperative_groups;
@@ -250,11 +244,8 @@ struct MqArgs {
     const bf16 *q, *k, *v;
     bf16 *out;
     int R, S, rows_lim, n_lim, ns, nbuf, premerge, push;
-    float sl2; /* scale * log2(e) */
-    int bfpart;         /* MQ_BFPART: the pulled partials are bf16 (half the distributed-shared-memory bytes) */
-    int heads, D, qd;   /* MQ_OPROJ: tiles = heads (else 0); o weight wo (D, qd = heads * HD) row-major */
-    const bf16 *wo;
-    float *opart;       /* MQ_OPROJ: (heads, T, D) f32 per-head partials of the o projection */
+    int bfpart; /* MQ_BFPART: the pulled partials are bf16 (half the distributed-shared-memory bytes; NK = 1) */
+    float sl2;  /* scale * log2(e) */
     int diag;  /* MQ_DIAG builds only (dev/cuda/attention_mqa.cu): 1 skip K/V loads, 2 skip the math, 4 skip the merge */
 };
 
@@ -355,11 +346,7 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
     float *Op = (float *)smem;
     float *Ms = (float *)(smem + C::main_bytes(a.nbuf)), *Ls = Ms + NK * ROWS, *Wt = Ls + NK * ROWS;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, rt = warp % NR, kg = warp / NR;
-    const int split = blockIdx.x, ns = a.ns, R = a.R, S = a.S;
-    /* row tile: ROWS consecutive q rows from r0, or (MQ_OPROJ) the Tt tokens of head hh (q row t heads + hh) */
-    const int hm = a.heads, hh = blockIdx.y, Tt = hm ? R / hm : 0, r0 = hm ? 0 : blockIdx.y * ROWS;
-    auto grow = [&](int lr) { return hm ? lr * hm + hh : r0 + lr; };
-    auto gvalid = [&](int lr) { return hm ? lr < Tt : r0 + lr < R; };
+    const int split = blockIdx.x, ns = a.ns, r0 = blockIdx.y * ROWS, R = a.R, S = a.S;
     const int nch = (S + KC - 1) / KC, cb = split * nch / ns, nmy = (split + 1) * nch / ns - cb;
 #ifdef MQ_DIAG
     const bool dg_nokv = a.diag & 1, dg_nomath = a.diag & 2, dg_nomerge = a.diag & 4;
@@ -369,7 +356,7 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
 
     /* this CTA merges the rows lr = split + ns i (i < nmr) of the tile */
     int nmr = 0;
-    for (int lr = split; lr < ROWS && gvalid(lr); lr += ns) nmr++;
+    for (int lr = split; lr < ROWS && r0 + lr < R; lr += ns) nmr++;
     /* push: 1 = st.async into the receive area over Q/K/V (after a cluster barrier), counted on an mbarrier;
      * 2 = plain remote stores into a receive area of its own past the tail, published by one release / acquire
      * cluster barrier (no barrier before, none after: nothing is read remotely) */
@@ -389,8 +376,8 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
         const int nv = v1 - v0;
         for (int i = tid; i < ROWS * nv; i += NTH) {
             const int r = i / nv, c = (v0 + i - r * nv) * 8;
-            const bool ok = gvalid(r);
-            mq_cp16(Qs + r * LD + c, a.q + (ok ? (long long)grow(r) * HD + c : 0), ok);
+            const bool ok = r0 + r < R;
+            mq_cp16(Qs + r * LD + c, a.q + (ok ? (long long)(r0 + r) * HD + c : 0), ok);
         }
     };
     auto load = [&](int ch, int buf, int isv, int v0, int v1) {
@@ -404,19 +391,6 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
             mq_cp16(d + r * LD + c, src + (ok ? (long long)(key0 + r) * HD + c : 0), ok);
         }
     };
-    /* MQ_OPROJ: this CTA's columns [oc0, oc1) of the o projection (16-column units spread over the splits); their
-     * weights are constant, so they are pulled into L2 before the dependency wait */
-    int oc0 = 0, oc1 = 0;
-    if (hm) {
-        const int nu = a.D / 16;
-        oc0 = split * nu / ns * 16;
-        oc1 = (split + 1) * nu / ns * 16;
-        constexpr int LPR = (HD * 2 + 127) / 128; /* 128-byte lines per weight row */
-        for (int i = tid; i < (oc1 - oc0) * LPR; i += NTH) {
-            const int n = oc0 + i / LPR, ln = i - (i / LPR) * LPR;
-            asm volatile("prefetch.global.L2 [%0];\n" ::"l"(a.wo + (long long)n * a.qd + hh * HD + ln * 64));
-        }
-    }
     /* first chunk in three groups: Q and K columns [0, HD/2), then [HD/2, HD), then V */
     pdl_trigger();
     pdl_wait(); /* Q and the newest K/V rows come from the previous kernel */
@@ -430,8 +404,8 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
     cp_async_commit();
 
     const int g = lane >> 2, tq = lane & 3;
-    const int gr0 = grow(rt * 16 + g), gr1 = grow(rt * 16 + g + 8);
-    const bool act = gvalid(rt * 16) && !dg_nomath;
+    const int gr0 = r0 + rt * 16 + g, gr1 = gr0 + 8;
+    const bool act = r0 + rt * 16 < R && !dg_nomath;
     const int lim0 = min(gr0 < a.rows_lim ? a.n_lim : S, S), lim1 = min(gr1 < a.rows_lim ? a.n_lim : S, S);
     const float sl2 = a.sl2;
     const bf16 *Qw = Qs + rt * 16 * LD;
@@ -536,9 +510,9 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
         if (!push2) mq_cluster_sync_relaxed();
         const int np = ns * NK, p = split * NK + kg, rslots = (ROWS + ns - 1) / ns;
         rml = recv + (size_t)rslots * np * HD;
-        if (gvalid(rt * 16)) {
+        if (r0 + rt * 16 < R) {
             const int odd = tq & 1, lr = rt * 16 + g + (odd ? 8 : 0), owner = lr % ns, slot = lr / ns;
-            const bool ok = gvalid(lr);
+            const bool ok = r0 + lr < R;
             const unsigned dst = mq_mapa(recv + ((size_t)slot * np + p) * HD + (tq & 2) * 2, owner);
             const unsigned rb = push2 ? 0u : mq_mapa(rbar, owner);
 #pragma unroll
@@ -551,7 +525,7 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
                 else if (ok) mq_st_async4(dst + i * 32, v0, v1, v2, v3, rb);
             }
             const int lr2 = rt * 16 + g + (tq == 1 ? 8 : 0);
-            if (tq < 2 && gvalid(lr2)) {
+            if (tq < 2 && r0 + lr2 < R) {
                 const int ow2 = lr2 % ns;
                 const unsigned d2 = mq_mapa(rml + ((size_t)(lr2 / ns) * np + p) * 2, ow2);
                 if (push2) mq_st_cl2(d2, tq ? m1 : m0, tq ? l1 : l0);
@@ -561,20 +535,25 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
         if (push2) asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
         else mq_mbar_wait((unsigned)__cvta_generic_to_shared(rbar), 0);
     } else {
-        if (gvalid(rt * 16) && a.bfpart) { /* bf16 rows of pitch OLD (NK = 1: one slot) */
-            __nv_bfloat162 *ob = (__nv_bfloat162 *)((bf16 *)smem + (rt * 16 + g) * OLD + tq * 2);
+        bool stored = false;
+        if constexpr (NK == 1) {
+            if (a.bfpart && r0 + rt * 16 < R) { /* bf16 rows of pitch OLD */
+                __nv_bfloat162 *ob = (__nv_bfloat162 *)((bf16 *)smem + (rt * 16 + g) * OLD + tq * 2);
 #pragma unroll
-            for (int i = 0; i < NTO; i++) {
-                ob[i * 4] = __floats2bfloat162_rn(o[i][0], o[i][1]);
-                ob[4 * OLD + i * 4] = __floats2bfloat162_rn(o[i][2], o[i][3]);
+                for (int i = 0; i < NTO; i++) {
+                    ob[i * 4] = __floats2bfloat162_rn(o[i][0], o[i][1]);
+                    ob[4 * OLD + i * 4] = __floats2bfloat162_rn(o[i][2], o[i][3]);
+                }
+                if (tq == 0) {
+                    Ms[rt * 16 + g] = m0;
+                    Ms[rt * 16 + g + 8] = m1;
+                    Ls[rt * 16 + g] = l0;
+                    Ls[rt * 16 + g + 8] = l1;
+                }
             }
-            if (tq == 0) {
-                Ms[rt * 16 + g] = m0;
-                Ms[rt * 16 + g + 8] = m1;
-                Ls[rt * 16 + g] = l0;
-                Ls[rt * 16 + g + 8] = l1;
-            }
-        } else if (gvalid(rt * 16)) {
+            stored = a.bfpart;
+        }
+        if (!stored && r0 + rt * 16 < R) {
             float *op = Op + (kg * ROWS + rt * 16 + g) * OLD + tq * 2;
 #pragma unroll
             for (int i = 0; i < NTO; i++) {
@@ -608,7 +587,7 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
             __syncthreads();
             for (int e = tid; e < ROWS * NC4; e += NTH) {
                 const int r = e / NC4, c = (e - r * NC4) * 4;
-                if (!gvalid(r)) continue;
+                if (r0 + r >= R) continue;
                 float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
                 for (int j = 0; j < NK; j++) {
@@ -631,27 +610,28 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
      * fetches m and l of partial p, each lane CPL float4 columns of every partial (16 partials' loads in
      * flight per batch; pull: through distributed shared memory), the weights are broadcast by shuffles */
     const int np = ns * PK;
-    if (a.bfpart) { /* bf16 partials (pull, NK = 1): lane c8 holds columns [8 c8, 8 c8 + 8) of the row */
-        constexpr int NC8 = HD / 8;
-        for (int i = warp; i < nmr; i += NW) {
-            const int lr = split + ns * i;
-            float m = -INFINITY, l = 0.f;
-            if (lane < ns) {
-                m = *cl.map_shared_rank(Ms + lr, lane);
-                l = *cl.map_shared_rank(Ls + lr, lane);
-            }
-            const float M = warp_max(m), w = m == -INFINITY ? 0.f : exp2f(m - M), den = warp_sum(w * l);
-            float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-            for (int p0 = 0; p0 < ns; p0 += 16) {
+    bool merged = false;
+    if constexpr (NK == 1) {
+        if (a.bfpart) { /* bf16 partials (pull): lane c8 holds columns [8 c8, 8 c8 + 8) of the row */
+            constexpr int NC8 = HD / 8;
+            for (int i = warp; i < nmr; i += NW) {
+                const int lr = split + ns * i;
+                float m = -INFINITY, l = 0.f;
+                if (lane < ns) {
+                    m = *cl.map_shared_rank(Ms + lr, lane);
+                    l = *cl.map_shared_rank(Ls + lr, lane);
+                }
+                const float M = warp_max(m), w = m == -INFINITY ? 0.f : exp2f(m - M), den = warp_sum(w * l);
+                float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
                 uint4 x[16];
 #pragma unroll
                 for (int u = 0; u < 16; u++)
-                    if (p0 + u < ns && lane < NC8)
-                        x[u] = *cl.map_shared_rank((const uint4 *)((const bf16 *)smem + lr * OLD) + lane, p0 + u);
+                    if (u < ns && lane < NC8)
+                        x[u] = *cl.map_shared_rank((const uint4 *)((const bf16 *)smem + lr * OLD) + lane, u);
 #pragma unroll
                 for (int u = 0; u < 16; u++) {
-                    const float wp = __shfl_sync(0xffffffffu, w, (p0 + u) & 31);
-                    if (p0 + u < ns && lane < NC8) {
+                    const float wp = __shfl_sync(0xffffffffu, w, u);
+                    if (u < ns && lane < NC8) {
                         const __nv_bfloat162 *h2 = (const __nv_bfloat162 *)&x[u];
 #pragma unroll
                         for (int e = 0; e < 4; e++) {
@@ -661,16 +641,17 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
                         }
                     }
                 }
+                const float inv = 1.f / den;
+                if (lane < NC8) {
+                    uint16_t *dst = reinterpret_cast<uint16_t *>(a.out + (long long)(r0 + lr) * HD);
+                    st_bf4(dst, 2 * lane, acc[0] * inv, acc[1] * inv, acc[2] * inv, acc[3] * inv);
+                    st_bf4(dst, 2 * lane + 1, acc[4] * inv, acc[5] * inv, acc[6] * inv, acc[7] * inv);
+                }
             }
-            const float inv = 1.f / den;
-            if (lane < NC8) {
-                uint16_t *dst = reinterpret_cast<uint16_t *>(a.out + (long long)grow(lr) * HD);
-                st_bf4(dst, 2 * lane, acc[0] * inv, acc[1] * inv, acc[2] * inv, acc[3] * inv);
-                st_bf4(dst, 2 * lane + 1, acc[4] * inv, acc[5] * inv, acc[6] * inv, acc[7] * inv);
-            }
+            merged = true;
         }
     }
-    for (int i = warp; i < nmr && !a.bfpart; i += NW) {
+    for (int i = warp; i < nmr && !merged; i += NW) {
         const int lr = split + ns * i;
         float m = -INFINITY, l = 0.f;
         if (lane < np) {
@@ -736,7 +717,7 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
         for (int cc = 0; cc < CPL; cc++) {
             const int c4 = lane + 32 * cc;
             if (c4 < NC4) {
-                st_bf4(reinterpret_cast<uint16_t *>(a.out + (long long)grow(lr) * HD), c4, acc[cc].x * inv,
+                st_bf4(reinterpret_cast<uint16_t *>(a.out + (long long)(r0 + lr) * HD), c4, acc[cc].x * inv,
                        acc[cc].y * inv, acc[cc].z * inv, acc[cc].w * inv);
             }
         }
@@ -744,49 +725,7 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
     /* pull: no CTA may leave while the others still read its shared memory (their loads have completed once
      * they arrive here, so no memory ordering is needed); push: every CTA has received all its rows, so no
      * st.async is in flight when any CTA leaves */
-    if (!hm) {
-        if (ns > 1 && !push2) mq_cluster_sync_relaxed();
-        return;
-    }
-    /* MQ_OPROJ (pull merge, NK = 1): every owner's rows of O_h are in out; the release / acquire barrier makes them
-     * visible cluster-wide and ends the remote reads of this CTA's partials, so its shared memory is free */
-    if (ns > 1) cl.sync();
-    else __syncthreads();
-    if (oc1 <= oc0) return;
-    constexpr int OPN = 80; /* o-projection columns per pass (10 n-tiles of 8) */
-    bf16 *Os = Qs, *Ws = KVs;
-    for (int i = tid; i < ROWS * V8; i += NTH) {
-        const int r = i / V8, c = (i - r * V8) * 8;
-        const bool ok = r < Tt;
-        mq_cp16(Os + r * LD + c, a.out + (ok ? (long long)(r * hm + hh) * HD + c : 0), ok);
-    }
-    for (int n0 = oc0; n0 < oc1; n0 += OPN) {
-        for (int i = tid; i < OPN * V8; i += NTH) {
-            const int r = i / V8, c = (i - r * V8) * 8;
-            const bool ok = n0 + r < oc1;
-            mq_cp16(Ws + r * LD + c, a.wo + (ok ? (long long)(n0 + r) * a.qd + hh * HD + c : 0), ok);
-        }
-        cp_async_commit();
-        cp_async_wait<0>();
-        __syncthreads();
-        if (gvalid(rt * 16)) {
-            float s[OPN / 8][4];
-#pragma unroll
-            for (int j = 0; j < OPN / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-            mq_qk<0, HD / 16, OPN / 8, LD>(s, Os + rt * 16 * LD, Ws, lane);
-            const int t0 = rt * 16 + g;
-            float *p0 = a.opart + ((long long)hh * Tt + t0) * a.D;
-#pragma unroll
-            for (int j = 0; j < OPN / 8; j++) {
-                const int n = n0 + j * 8 + tq * 2;
-                if (n < oc1) {
-                    if (t0 < Tt) *(float2 *)(p0 + n) = make_float2(s[j][0], s[j][1]);
-                    if (t0 + 8 < Tt) *(float2 *)(p0 + 8LL * a.D + n) = make_float2(s[j][2], s[j][3]);
-                }
-            }
-        }
-        __syncthreads(); /* Ws is refilled by the next pass */
-    }
+    if (ns > 1 && !push2) mq_cluster_sync_relaxed();
 }
 
 /* launcher flags: premerge the key groups of a CTA locally; pad the shared memory so that one CTA holds
@@ -798,12 +737,6 @@ __global__ void __launch_bounds__(NR *NK * 32, 1) k_mqa_flash(MqArgs a) {
 #define MQ_PUSH2 16 /* push with plain remote stores into a separate receive area, one cluster barrier */
 #define MQ_K32 32   /* hd 256, R > 128: 32-key chunks (up to 16 splits: 4 rows per CTA to merge, one round per warp) */
 #define MQ_BFPART 128 /* pull merge from bf16 partials (NK = 1, more than one split) */
-#define MQ_OPROJ 64 /* head-aligned tiles and the o projection's per-head partials (mq_flash_launch's op) */
-struct MqOproj {
-    int heads, D;
-    const bf16 *wo;
-    float *opart;
-};
 #define MQ_SPREAD_SMEM ((size_t)116 * 1024)
 #define MQ_SMEM_MAX ((size_t)227 * 1024) /* the opt-in maximum per CTA on sm_90 */
 #ifdef MQ_DIAG
@@ -815,12 +748,8 @@ static const int mq_diag = 0;
  * cluster cannot be scheduled (the caller falls back) */
 template <int HD, int NR, int NK, int KC>
 static cudaError_t mq_flash_launch(cudaStream_t st, const bf16 *q, int R, const bf16 *k, const bf16 *v, int S,
-                                   float scale, int rows_lim, int n_lim, bf16 *out, int ns, int flags,
-                                   const MqOproj *op = NULL) {
+                                   float scale, int rows_lim, int n_lim, bf16 *out, int ns, int flags) {
     using C = MqCfg<HD, NR, NK, KC>;
-    if (op && (NK != 1 || op->heads <= 0 || R % op->heads || R / op->heads > C::ROWS || op->D % 16 || !op->wo ||
-               !op->opart || (flags & (MQ_PUSH | MQ_PUSH2))))
-        return cudaErrorInvalidValue;
     const int premerge = flags & MQ_PREMERGE, spread = (flags & MQ_SPREAD) ? 1 : 0;
     int push = (flags & MQ_PUSH2) ? 2 : (flags & MQ_PUSH) ? 1 : 0;
     const int nch = (S + KC - 1) / KC;
@@ -835,7 +764,7 @@ static cudaError_t mq_flash_launch(cudaStream_t st, const bf16 *q, int R, const 
     size_t sm = C::smem_bytes(nbuf) + (push == 2 ? recv_bytes : 0);
     if (spread && sm < MQ_SPREAD_SMEM) sm = MQ_SPREAD_SMEM;
     static int attr = 0;             /* 1: attributes set, -1: failed */
-    static short ncls[17][2][2][3]; /* co-resident clusters per (ns, nbuf, spread, push) + 1; 0 unknown */
+    static signed char ok[17][2][2][3]; /* cluster schedulable per (ns, nbuf, spread, push): 0 unknown, 1 yes, -1 no */
     if (!attr) {
         const size_t smax = MQ_SMEM_MAX;
         cudaError_t e = cudaFuncSetAttribute(k_mqa_flash<HD, NR, NK, KC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -853,14 +782,9 @@ static cudaError_t mq_flash_launch(cudaStream_t st, const bf16 *q, int R, const 
     a.sl2 = scale * 1.4426950408889634f;
     a.diag = mq_diag;
     a.bfpart = (flags & MQ_BFPART) && NK == 1 && !push && ns > 1;
-    a.heads = op ? op->heads : 0;
-    a.D = op ? op->D : 0;
-    a.qd = op ? op->heads * HD : 0;
-    a.wo = op ? op->wo : NULL;
-    a.opart = op ? op->opart : NULL;
     cudaLaunchConfig_t cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.gridDim = dim3((unsigned)ns, (unsigned)(op ? op->heads : (R + C::ROWS - 1) / C::ROWS), 1);
+    cfg.gridDim = dim3((unsigned)ns, (unsigned)((R + C::ROWS - 1) / C::ROWS), 1);
     cfg.blockDim = dim3(C::NTH, 1, 1);
     cfg.dynamicSmemBytes = sm;
     cfg.stream = st;
@@ -872,15 +796,14 @@ static cudaError_t mq_flash_launch(cudaStream_t st, const bf16 *q, int R, const 
     cfg.attrs = at;
     cfg.numAttrs = 1;
     pdl_attr(at, &cfg.numAttrs, flags & MQ_PDL);
-    short &nc1 = ncls[ns][nbuf - 1][spread][push];
-    if (!nc1) {
+    signed char &okc = ok[ns][nbuf - 1][spread][push];
+    if (!okc) {
         int ncl = 0;
         cudaError_t e = cudaOccupancyMaxActiveClusters(&ncl, k_mqa_flash<HD, NR, NK, KC>, &cfg);
         if (e != cudaSuccess) (void)cudaGetLastError();
-        nc1 = (short)((e == cudaSuccess ? (ncl < 1000 ? ncl : 1000) : 0) + 1);
+        okc = e == cudaSuccess && ncl > 0 ? 1 : -1;
     }
-    /* not schedulable; MQ_OPROJ: every head's cluster must be resident at once (its caller tries fewer splits) */
-    if (nc1 < 2 || (op && nc1 - 1 < op->heads)) return cudaErrorInvalidValue;
+    if (okc < 0) return cudaErrorInvalidValue;
     cudaError_t e = cudaLaunchKernelEx(&cfg, k_mqa_flash<HD, NR, NK, KC>, a);
     if (e != cudaSuccess) return e;
     LAUNCH_RET();
@@ -976,40 +899,6 @@ cudaError_t cuk_attention_mqa(cudaStream_t st, const uint16_t *q, int R, const u
         k_mqa_merge4<<<(unsigned)((n4 + 255) / 256), 256, 0, st>>>(part, R, hd, nsplit, (bf16 *)out);
     }
     LAUNCH_RET();
-}
-
-cudaError_t cuk_attention_mqa_oproj(cudaStream_t st, const uint16_t *q, int R, int nh, const uint16_t *k,
-                                    const uint16_t *v, int S, int hd, float scale, int rows_lim, int n_lim,
-                                    uint16_t *out, const uint16_t *wo, int D, float *opart, int flags) {
-    if (R <= 0 || S <= 0) return cudaSuccess;
-    if (nh <= 0 || R % nh || R / nh > 64) return cudaErrorInvalidValue;
-    MqOproj op;
-    op.heads = nh; op.D = D; op.wo = (const bf16 *)wo; op.opart = opart;
-    const int nch = (S + 63) / 64;
-    int ns0 = (MQ_TARGET_CTAS + nh / 2) / nh;
-    if (ns0 > nch) ns0 = nch;
-    if (ns0 > 16) ns0 = 16;
-    const int fl = (flags & CUK_PDL) ? MQ_PDL : 0;
-    /* the most key splits (up to about MQ_TARGET_CTAS CTAs) for which all nh clusters are resident together */
-    for (int ns = ns0 > 1 ? ns0 : 1; ns >= 1; ns--) {
-        cudaError_t e;
-#define MQ_OP(HD_)                                                                                                   \
-    case HD_:                                                                                                      \
-        e = mq_flash_launch<HD_, 4, 1, 64>(st, (const bf16 *)q, R, (const bf16 *)k, (const bf16 *)v, S, scale,       \
-                                           rows_lim, n_lim, (bf16 *)out, ns, fl, &op);                               \
-        break
-        switch (hd) {
-            MQ_OP(256);
-            MQ_OP(128);
-            MQ_OP(64);
-            MQ_OP(32);
-            MQ_OP(16);
-        default: return cudaErrorInvalidValue;
-        }
-#undef MQ_OP
-        if (e != cudaErrorInvalidValue) return e;
-    }
-    return cudaErrorInvalidValue;
 }
 
 void cuk_attention_lim_ref(const uint16_t *q, int R, const uint16_t *k, const uint16_t *v, int S, int hd, float scale,

@@ -449,7 +449,6 @@ typedef struct {
     float *apart;    /* split-key attention partials */
     float *xpart;    /* (cs, T, De) unreduced split-K partials of the expert's o / down projection (xpart_on) */
     int resid_in_norm; /* expert o / down: cuBLASLt f32 product into xpart (one partial) added by the next norm */
-    int mqa_oproj;   /* expert attention with the o projection fused: nh per-head partials in xpart (next norm adds) */
     int xpart_on;    /* expert o / down as CUK_SK_PARTIAL GEMMs summed into the residual by the next RMSNorm */
     int l2_kv;       /* K/V cache in a persisting L2 access-policy window (PI0_EXP_L2_KV): kvwin on every kernel */
     cudaAccessPolicyWindow kvwin;
@@ -589,9 +588,8 @@ static void carve(csess *s, const pi0_config *c, cmodel *cm, salloc *a) {
     }
     s->apart = (float *)sa(a, s->apart_floats * 4);
     {
-        size_t xcs = cm->xo_cs > cm->xd_cs ? cm->xo_cs : cm->xd_cs;
-        if (xcs < (size_t)nh) xcs = nh; /* the fused attention + o projection leaves one partial per head */
-        s->xpart = (float *)sa(a, xcs * H * De * 4);
+        const size_t xcs = cm->xo_cs > cm->xd_cs ? cm->xo_cs : cm->xd_cs;
+        s->xpart = (float *)sa(a, (xcs > 0 ? xcs : 1) * H * De * 4);
     }
     s->rope_c = (float *)sa(a, (size_t)s->Smax * hd / 2 * 4);
     s->rope_s = (float *)sa(a, (size_t)s->Smax * hd / 2 * 4);
@@ -733,7 +731,6 @@ static pi0_status cu_session_init(pi0_session *ss) {
     /* the expert's o / down residual added by the next RMSNorm from cuBLASLt's f32 product (beta 0): E2E -0.04 and
      * -0.07 ms against the beta = 1 epilogue in interleaved A/B blocks (bench/NOTES.md items 34, 38) */
     s->resid_in_norm = !(ss->experimental & PI0_EXP_RESID_EPILOGUE) && !s->xpart_on;
-    s->mqa_oproj = (ss->experimental & PI0_EXP_MQA_OPROJ) != 0;
     s->vit_chains = (ss->experimental & PI0_EXP_VIT_CHAINS) != 0;
     s->skip = (ss->experimental >> PI0_EXP_SKIP_SHIFT) & 0x1ffu;
     s->skip_stage = (int)((ss->experimental >> PI0_EXP_SKIP_STAGE_SHIFT) & 3u);
@@ -1086,20 +1083,7 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
         mark(f, tag, "rope");
     }
     const int S = pos0 + T, Sld = (int)round8(S);
-    int mqa_done = SKIPPED(3), oproj_done = 0;
-    if (!mqa_done && expert && s->gemm_attn && s->mqa_attn && s->mqa_oproj && !s->xpend && !SKIPPED(4)) {
-        cudaError_t e = cuk_attention_mqa_oproj(st, s->qr, T * nh, nh, Kc, Vc, S, hd, 1.f / sqrtf((float)hd),
-                                                state_rows, pos0 + 1, s->o, Lw->o_w, D, s->xpart, pdl);
-        if (e != cudaSuccess && e != cudaErrorInvalidValue)
-            return pi0_fail(PI0_ERR_BACKEND, "cuk_attention_mqa_oproj(R=%d S=%d) failed: %s", T * nh, S,
-                            cudaGetErrorString(e));
-        if (e == cudaSuccess) {
-            mqa_done = oproj_done = 1;
-            s->xpend = nh; /* the per-head partials of o, added to x by the FFN norm */
-            s->xpend_T = T;
-            mark(f, tag, "attn_mqa_oproj");
-        }
-    }
+    int mqa_done = SKIPPED(3);
     if (!mqa_done && s->gemm_attn && s->mqa_attn && T <= 64) {
         cudaError_t e = cuk_attention_mqa(st, s->qr, T * nh, Kc, Vc, S, hd, 1.f / sqrtf((float)hd), state_rows,
                                           pos0 + 1, s->o, s->apart, s->apart_floats, s->mqa_merge,
@@ -1142,7 +1126,7 @@ static pi0_status gemma_layer(fctx *f, const dgemma *Lw, int layer, int D, int F
     a.alpha = 1.f; a.beta = 0.f; a.batch = 1;
     PI0_TRY(pi0_gemm(s->g, st, &a));
     }
-    done = SKIPPED(4) || oproj_done;
+    done = SKIPPED(4);
     if (!done) PI0_TRY(xpart_linear(f, expert, T, s->o, qd, Lw->o_wp, Lw->o_w, xo_bn, xo_cs, D, &done));
     if (!done) PI0_TRY(skinny(f, T, s->o, qd, Lw->o_w, D, qd, CUK_SK_RESID, x, D, &done));
     if (!done)

@@ -162,16 +162,6 @@ cudaError_t cuk_attention_mqa(cudaStream_t st, const uint16_t *q, int R, const u
                               size_t part_floats, int merge, int tile_rows);
 void cuk_attention_lim_ref(const uint16_t *q, int R, const uint16_t *k, const uint16_t *v, int S, int hd, float scale,
                            int rows_lim, int n_lim, uint16_t *out);
-/*
- * The expert attention (the CUK_MQA_FLASH kernel with one row tile per head: q row r = t * nh + h, T = R / nh <= 64
- * tokens) with its o projection fused: out as cuk_attention_mqa, and opart (nh, T, D) f32 with
- * opart[h][t][n] = sum_k out[t nh + h][k] wo[n][h hd + k], wo (D, nh hd) row-major, D % 16 == 0: the per-head
- * partial sums of out wo^T, left for cuk_rmsnorm_acc (np = nh, pstride = T D) to add to the residual.
- * flags: CUK_PDL or 0. cudaErrorInvalidValue when the shape or the cluster is not taken (the caller falls back).
- */
-cudaError_t cuk_attention_mqa_oproj(cudaStream_t st, const uint16_t *q, int R, int nh, const uint16_t *k,
-                                    const uint16_t *v, int S, int hd, float scale, int rows_lim, int n_lim,
-                                    uint16_t *out, const uint16_t *wo, int D, float *opart, int flags);
 #ifdef __cplusplus
 }
 #endif
