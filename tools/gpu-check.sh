@@ -5,8 +5,10 @@
 # short table is printed last.
 #
 #   tools/gpu-check.sh [all|tests|bench|quick|kernels]   (default all; quick: build pi0 only, bench_main and
-#        one bench per entry of BENCH_VARIANTS="VAR=1;VAR2=1 VAR3=1", no tests; kernels: build and run
-#        test_kernels only)
+#        one bench per entry of BENCH_VARIANTS="VAR=1;VAR2=1 VAR3=1", then one interleaved A/B per entry of
+#        BENCH_AB="PI0_CUDA_X;PI0_CUDA_Y" (pi0 bench with PI0_CUDA_AB: the variant toggled in a second session,
+#        alternating blocks; judge small changes by its paired difference, not by separate processes, which
+#        drift by +-0.2-0.3 ms), no tests; kernels: build and run test_kernels only)
 #   tools/gpu-check.sh make-deps           (here, before the first run: fill .deps/, see below)
 #   device call: run(command="tools/gpu-check.sh all", carry=[".deps"])
 #   env: BENCH_RUNS (200), SKIP_FULL=1 (no full-config parity), BUDGET_S (570: the full-config
@@ -105,6 +107,10 @@ if [ "$MODE" = quick ]; then
         i=$((i + 1))
         runlog "bench_v$i" 240 env $v $BENCH
     done
+    IFS=';' read -ra ABS <<<"${BENCH_AB:-}"
+    for v in "${ABS[@]}"; do
+        runlog "bench_ab_$v" 300 env PI0_CUDA_AB=$v $BENCH --stage-runs 3
+    done
     [ -n "${OPTIME_ENV+x}" ] && runlog bench_optime 240 env PI0_CUDA_OPTIME=1 $OPTIME_ENV $BENCH --runs 5 --warmup 2 --stage-runs 20
     echo; echo "================ quick summary ($DEVICE, $COMMIT)"
     LABELS=("main" "${VARS[@]}")
@@ -115,6 +121,7 @@ if [ "$MODE" = quick ]; then
         echo "-- ${LABELS[$j]}"
         grep -hE "^\| (cuda|cpu) |^\| (ViT|LLM|Diffusion|per step)" "$f"
     done
+    for v in "${ABS[@]}"; do grep -h "^A/B" "$OUT/bench_ab_$v.log"; done
     exit 0
 fi
 
