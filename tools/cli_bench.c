@@ -97,7 +97,8 @@ static unsigned experimental_from_env(void) {
     return bits;
 }
 
-/* PI0_CUDA_AB=<variant name, e.g. PI0_CUDA_MQA_F32>: a second session with that variant toggled, run in alternating
+/* PI0_CUDA_AB=<variant name, e.g. PI0_CUDA_MQA_F32> (or SKIP=<mask>: the ops of PI0_CUDA_SKIP left out in B, the stage
+ * that of PI0_CUDA_SKIP_STAGE when PI0_CUDA_SKIP is also set, else the expert): a second session with that toggled, run in alternating
  * blocks of AB_BLOCK inferences (A B, then B A), so that both see the same clocks and machine state over time; the
  * first inference of each block is dropped (the switch between the two sessions' buffers costs it extra). Prints
  * both medians and the median of the per-block differences (B block median - A block median).
@@ -106,6 +107,10 @@ static unsigned experimental_from_env(void) {
 static unsigned ab_bit_from_env(void) {
     const char *v = getenv("PI0_CUDA_AB");
     if (!v || !*v) return 0;
+    if (!strncmp(v, "SKIP=", 5)) { /* SKIP=<mask>: B leaves those ops out (timing diagnostics, PI0_CUDA_SKIP) */
+        const unsigned mask = (unsigned)strtoul(v + 5, NULL, 0) & 0x1ffu;
+        return mask ? mask << PI0_EXP_SKIP_SHIFT : ~0u;
+    }
     for (size_t i = 0; i < N_VARIANTS; i++)
         if (!strcmp(v, k_variants[i].var)) return k_variants[i].bit;
     return ~0u;
