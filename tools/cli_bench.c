@@ -97,12 +97,12 @@ static unsigned experimental_from_env(void) {
     return bits;
 }
 
-/* PI0_CUDA_AB=<variant name, e.g. PI0_CUDA_MQA_F32> (or SKIP=<mask>: the ops of PI0_CUDA_SKIP left out in B, the stage
- * that of PI0_CUDA_SKIP_STAGE when PI0_CUDA_SKIP is also set, else the expert): a second session with that toggled, run in alternating
- * blocks of AB_BLOCK inferences (A B, then B A), so that both see the same clocks and machine state over time; the
- * first inference of each block is dropped (the switch between the two sessions' buffers costs it extra). Prints
- * both medians and the median of the per-block differences (B block median - A block median).
- * 0 when unset; the bit otherwise (~0u: unknown name). */
+/* PI0_CUDA_AB=<variant name, e.g. PI0_CUDA_MQA_F32> or SKIP=<mask> (the ops of PI0_CUDA_SKIP left out in B; the
+ * expert's unless PI0_CUDA_SKIP_STAGE and PI0_CUDA_SKIP are set): a second session with that toggled, the two run in
+ * alternating blocks of AB_BLOCK inferences (A B, then B A) so that both see the same clocks and machine state over
+ * time; the first inference of each block is dropped (the switch between the two sessions' buffers costs it extra).
+ * Prints both medians and the median of the per-block differences (B block median - A block median).
+ * Returns 0 when unset, the bits otherwise (~0u: unknown name). */
 #define AB_BLOCK 6
 static unsigned ab_bit_from_env(void) {
     const char *v = getenv("PI0_CUDA_AB");
@@ -137,10 +137,10 @@ static pi0_status ab_compare(pi0_model *m, const pi0_session_params *spa, unsign
                 if (r) all[((size_t)w * nb + b) * kept + r - 1] = blk[r - 1] = tm.total_ms;
             }
             qsort(blk, (size_t)kept, sizeof(double), cmp_double);
-            t[w * runs + (b < runs ? b : runs - 1)] = pct(blk, kept, 0.5);
+            t[w * runs + b] = pct(blk, kept, 0.5); /* nb <= runs */
         }
     if (st == PI0_OK) {
-        const int n = nb < runs ? nb : runs;
+        const int n = nb;
         for (int i = 0; i < n; i++) t[2 * runs + i] = t[runs + i] - t[i];
         qsort(t + 2 * runs, (size_t)n, sizeof(double), cmp_double);
         for (int w = 0; w < 2; w++) qsort(all + (size_t)w * nb * kept, (size_t)nb * kept, sizeof(double), cmp_double);
@@ -232,7 +232,8 @@ int cmd_bench(int argc, char **argv) {
     sp.experimental = experimental_from_env();
     const unsigned ab = ab_bit_from_env();
     if (ab == ~0u) {
-        fprintf(stderr, "pi0 bench: PI0_CUDA_AB=%s is not a variant name (PI0_CUDA_*, see tools/cli_bench.c)\n",
+        fprintf(stderr, "pi0 bench: PI0_CUDA_AB=%s is neither a variant name (PI0_CUDA_*, see tools/cli_bench.c) nor "
+                        "SKIP=<nonzero mask>\n",
                 getenv("PI0_CUDA_AB"));
         pi0_model_free(m);
         cli_obs_free(&o);
@@ -244,9 +245,10 @@ int cmd_bench(int argc, char **argv) {
     pi0_session *s = NULL, *sprof = NULL;
     float *actions = malloc((size_t)horizon * c->action_dim * sizeof(float));
     double *e2e = malloc((size_t)runs * sizeof(double)), *sv = malloc((size_t)stage_runs * 4 * sizeof(double));
-    st = actions && e2e && sv ? pi0_session_create(m, &sp, &s) : PI0_ERR_OOM;
+    st = actions && e2e && sv ? PI0_OK : PI0_ERR_OOM;
+    if (st == PI0_OK && ab && gpu) st = ab_compare(m, &sp, ab, &o.obs, actions, runs, warmup); /* its sessions freed */
+    if (st == PI0_OK) st = pi0_session_create(m, &sp, &s);
     pi0_timing t;
-    if (st == PI0_OK && ab && gpu) st = ab_compare(m, &sp, ab, &o.obs, actions, runs, warmup);
     for (int i = 0; st == PI0_OK && i < warmup; i++) st = pi0_infer(s, &o.obs, actions, &t);
     for (int i = 0; st == PI0_OK && i < runs; i++) {
         st = pi0_infer(s, &o.obs, actions, &t);

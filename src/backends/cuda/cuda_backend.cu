@@ -729,8 +729,9 @@ static pi0_status cu_session_init(pi0_session *ss) {
         }
     }
     /* the expert's o / down residual added by the next RMSNorm from cuBLASLt's f32 product (beta 0): E2E -0.04 and
-     * -0.07 ms against the beta = 1 epilogue in interleaved A/B blocks (bench/NOTES.md items 34, 38) */
-    s->resid_in_norm = !(ss->experimental & PI0_EXP_RESID_EPILOGUE) && !s->xpart_on;
+     * -0.07 ms against the beta = 1 epilogue in interleaved A/B blocks (bench/NOTES.md items 34, 38); the opt-in XPART
+     * and SKINNY paths keep their own residual handling */
+    s->resid_in_norm = !(ss->experimental & PI0_EXP_RESID_EPILOGUE) && !s->xpart_on && !s->skinny;
     s->vit_chains = (ss->experimental & PI0_EXP_VIT_CHAINS) != 0;
     s->skip = (ss->experimental >> PI0_EXP_SKIP_SHIFT) & 0x1ffu;
     s->skip_stage = (int)((ss->experimental >> PI0_EXP_SKIP_STAGE_SHIFT) & 3u);
