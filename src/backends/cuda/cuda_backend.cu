@@ -447,7 +447,8 @@ typedef struct {
     bf *kc, *vc;     /* (L, Srows, hd): Srows = Smax rounded up for the attention kernel's 64-key chunks */
     int Srows;
     float *apart;    /* split-key attention partials */
-    float *xpart;    /* (cs, T, De) unreduced split-K partials of the expert's o / down projection (xpart_on) */
+    float *xpart;    /* (cs, T, De) the expert o / down product waiting for the next RMSNorm to add it to the residual:
+                      * cuBLASLt's f32 product as one partial (resid_in_norm, the default) or cs split-K partials (xpart_on) */
     int resid_in_norm; /* expert o / down: cuBLASLt f32 product into xpart (one partial) added by the next norm */
     int xpart_on;    /* expert o / down as CUK_SK_PARTIAL GEMMs summed into the residual by the next RMSNorm */
     int l2_kv;       /* K/V cache in a persisting L2 access-policy window (PI0_EXP_L2_KV): kvwin on every kernel */
